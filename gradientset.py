@@ -1,0 +1,41 @@
+"""Collect a model's gradient-sign vectors on the transformed (stylised) images.
+
+    python gradientset.py --model=wrn16-1 --m=./model/victim/vict-wrn16-1.pt --dataset=cifar10 --gpu=0
+    python gradientset.py --m=./model/victim/vict-wrn10-2.pt --dataset=fmnist
+
+Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image).
+"""
+import argparse
+
+from network import MODELS
+from ownership import cli, gradients, paths
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=list(MODELS), default=None,
+                   help="architecture (default: the one recorded in the checkpoint)")
+    p.add_argument("--model_root", "--m", dest="model_root", required=True, help="model checkpoint (.pt)")
+    p.add_argument("--num_classes", type=int, default=None, help="default: the dataset's")
+    p.add_argument("--gradientset_path", default=None,
+                   help="output file (default: gradients_set/<model file>/<data folder>/g_f.npy)")
+    p.add_argument("--batch_size", type=int, default=128, help="images per batched gradient step")
+    p.add_argument("--split", default="train", choices=["train", "test"],
+                   help="which part of the transformed set (default: train, as the reference)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="use the images as they are instead of the training transform")
+    return cli.add_common(p)
+
+
+def main(args):
+    cli.seed_everything(args.seed)
+    device = cli.get_device(args.gpu)
+    out = gradients.collect(args.model_root, args.dataset, args.data_dir, args.grad_dir, args.gamma, args.split,
+                            args.model, args.num_classes, device, args.batch_size, args.augment, args.seed,
+                            args.gradientset_path)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    cli.run(main, get_parser())

@@ -1,0 +1,73 @@
+"""Flags shared by every script, device choice, and one-line errors instead of tracebacks."""
+import argparse
+import os
+import random
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+from network import UnknownArchitecture
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line (no traceback unless --debug)."""
+
+
+def add_common(parser, dataset=True):
+    """Flags every stage shares. Folder defaults are the repository's own folders, so the
+    scripts work from any working directory."""
+    from .presets import DATASETS
+    if dataset:
+        parser.add_argument("--dataset", default="fmnist", choices=list(DATASETS),
+                            help="dataset (default: fmnist, the offline CPU default)")
+    parser.add_argument("--gpu", type=int, default=None,
+                        help="CUDA device index; default: cuda if present, else cpu")
+    parser.add_argument("--seed", type=int, default=0, help="one seed for everything")
+    parser.add_argument("--data-dir", "--data_dir", default=os.path.join(REPO, "data"))
+    parser.add_argument("--model-dir", "--model_dir", default=os.path.join(REPO, "model"))
+    parser.add_argument("--grad-dir", "--grad_dir", default=os.path.join(REPO, "gradients_set"))
+    parser.add_argument("--prob-dir", "--prob_dir", default=os.path.join(REPO, "prob"))
+    parser.add_argument("--gamma", type=float, default=0.1,
+                        help="fraction of the training set that carries the external feature (names the "
+                             "transformed folder, e.g. fmnist_seurat_10%%)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def get_device(gpu):
+    """--gpu N -> cuda:N; no flag -> cuda if present; no CUDA -> one line and the CPU."""
+    if not torch.cuda.is_available():
+        if gpu is not None:
+            print(f"note: --gpu {gpu} given but no CUDA device exists; running on the CPU", file=sys.stderr)
+        return torch.device("cpu")
+    if gpu is None:
+        return torch.device("cuda")
+    if gpu >= torch.cuda.device_count():
+        raise UserError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device(f"cuda:{gpu}")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(main, parser, argv=None):
+    """Parse, run main(args), and turn UserError (and missing files) into one stderr line, exit 2."""
+    args = parser.parse_args(argv)
+    if getattr(args, "debug", False):
+        return main(args)
+    warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+    try:
+        return main(args)
+    except (UserError, UnknownArchitecture) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; finished artefacts are kept, rerun to resume", file=sys.stderr)
+        sys.exit(130)

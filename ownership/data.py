@@ -1,0 +1,242 @@
+"""Datasets as in-memory uint8 tensors (N, C, H, W), decoded once, with batched augmentation.
+
+Sources, tried in order:
+  fmnist    /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist), <data-dir>/FashionMNIST/raw,
+            then torchvision's download into <data-dir>
+  cifar10   <data-dir>/cifar10/{train,test}/<class>/* (the reference layout), then torchvision's
+            CIFAR10 (download) into <data-dir>
+  imagenet  <data-dir>/sub-imagenet-20/{train,val,test}/<class>/*
+Transformed (stylised) sets live in <data-dir>/<prefix>_seurat_10%/{train,test}/<class>/<index>.png.
+"""
+import gzip
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .cli import UserError
+from .presets import DATASETS
+
+FMNIST_SYSTEM = "/usr/share/datasets/fashion-mnist"
+FMNIST_CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG")
+
+
+class ImageSet:
+    """x: uint8 (N, C, H, W); y: int64 (N,); classes: list of names; idx: original indices."""
+
+    def __init__(self, x, y, classes, idx=None):
+        self.x, self.y, self.classes = x, y, list(classes)
+        self.idx = torch.arange(len(y)) if idx is None else idx
+
+    def __len__(self):
+        return len(self.y)
+
+    def subset(self, sel):
+        sel = torch.as_tensor(sel, dtype=torch.long)
+        return ImageSet(self.x[sel], self.y[sel], self.classes, self.idx[sel])
+
+    @staticmethod
+    def cat(a, b):
+        return ImageSet(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), a.classes, torch.cat([a.idx, b.idx]))
+
+
+# ----------------------------------------------------------------------------- raw datasets
+def _read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    ndim = magic & 0xFF
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise UserError(f"{path} is truncated ({arr.size} of {int(np.prod(shape))} values); "
+                        f"reinstall it (apt-get install --reinstall dataset-fashion-mnist)")
+    return arr.reshape(shape)
+
+
+def _fmnist_file(data_dir, stem):
+    for folder in (FMNIST_SYSTEM, os.path.join(data_dir, "FashionMNIST", "raw"), os.path.join(data_dir, "fmnist")):
+        for name in (stem + ".gz", stem):
+            if os.path.exists(os.path.join(folder, name)):
+                return os.path.join(folder, name)
+    return None
+
+
+def _load_fmnist(data_dir):
+    stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    if any(_fmnist_file(data_dir, s) is None for pair in stems.values() for s in pair):
+        try:
+            import torchvision
+            torchvision.datasets.FashionMNIST(data_dir, train=True, download=True)
+            torchvision.datasets.FashionMNIST(data_dir, train=False, download=True)
+        except Exception as e:
+            raise UserError(f"Fashion-MNIST not found in {FMNIST_SYSTEM} or {data_dir}/FashionMNIST/raw and "
+                            f"the download failed ({e.__class__.__name__}); install it with "
+                            f"'apt-get install -y dataset-fashion-mnist'") from None
+    out = {}
+    for split, (xi, yi) in stems.items():
+        x = torch.from_numpy(_read_idx(_fmnist_file(data_dir, xi)).copy()).unsqueeze(1)
+        y = torch.from_numpy(_read_idx(_fmnist_file(data_dir, yi)).astype(np.int64))
+        out[split] = ImageSet(x, y, FMNIST_CLASSES)
+    return out
+
+
+def _load_cifar10(data_dir):
+    folder = os.path.join(data_dir, "cifar10")
+    if os.path.isdir(os.path.join(folder, "train")):
+        return {s: read_folder(os.path.join(folder, s), 3, 32) for s in ("train", "test")}
+    try:
+        import torchvision
+        out = {}
+        for split in ("train", "test"):
+            ds = torchvision.datasets.CIFAR10(data_dir, train=split == "train", download=True)
+            out[split] = ImageSet(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                                  torch.tensor(ds.targets), ds.classes)
+        return out
+    except Exception as e:
+        raise UserError(f"CIFAR-10 not found at {folder}/{{train,test}} and the torchvision download into "
+                        f"{data_dir} failed ({e.__class__.__name__}: {e}); put the data there or allow the "
+                        f"download") from None
+
+
+def _load_imagenet(data_dir):
+    folder = os.path.join(data_dir, DATASETS["imagenet"]["folder"])
+    if not os.path.isdir(folder):
+        raise UserError(f"ImageNet-20 not found at {folder}; it needs train/, val/ and test/ with one folder "
+                        f"per class (20 ImageNet classes), see README 'Dataset Preparation'")
+    return {s: read_folder(os.path.join(folder, s), 3, 224, resize=True) for s in DATASETS["imagenet"]["splits"]}
+
+
+_CACHE = {}
+
+
+def load_dataset(name, data_dir):
+    """{'train': ImageSet, 'test': ImageSet[, 'val']} for dataset `name`, decoded once per process."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    key = (name, os.path.abspath(data_dir))
+    if key not in _CACHE:
+        _CACHE[key] = {"fmnist": _load_fmnist, "cifar10": _load_cifar10, "imagenet": _load_imagenet}[name](data_dir)
+    return _CACHE[key]
+
+
+# ----------------------------------------------------------------------------- image folders
+def read_folder(root, channels, size, resize=False):
+    """Read <root>/<class>/<image> into an ImageSet. Classes are the sorted sub-folder names."""
+    if not os.path.isdir(root):
+        raise UserError(f"image folder {root} does not exist")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise UserError(f"{root} holds no class folders; expected {root}/<class>/<image>")
+    mode = "L" if channels == 1 else "RGB"
+    xs, ys, names = [], [], []
+    for c, cls in enumerate(classes):
+        files = sorted(f for f in os.listdir(os.path.join(root, cls)) if f.endswith(IMAGE_EXTS))
+        if not files:
+            raise UserError(f"class folder {os.path.join(root, cls)} is empty; remove it or add images")
+        for f in files:
+            path = os.path.join(root, cls, f)
+            try:
+                with Image.open(path) as im:
+                    if resize:
+                        im = im.convert(mode).resize((size, size), Image.BILINEAR)
+                    elif im.size != (size, size) or im.mode != mode:
+                        raise UserError(f"{path} is {im.size[0]}x{im.size[1]} {im.mode}; this dataset needs "
+                                        f"{size}x{size} {mode} images (regenerate the folder)")
+                    xs.append(np.asarray(im, dtype=np.uint8).reshape(size, size, channels))
+            except UserError:
+                raise
+            except Exception as e:
+                raise UserError(f"cannot read image {path} ({e.__class__.__name__}); delete or replace it") from None
+            ys.append(c)
+            stem = os.path.splitext(f)[0]
+            names.append(int(stem) if stem.isdigit() else len(names))
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(x, torch.tensor(ys), classes, torch.tensor(names))
+
+
+def write_folder(root, images):
+    """Write an ImageSet as <root>/<class>/<original index>.png (lossless)."""
+    for cls in images.classes:
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+    arr = images.x.permute(0, 2, 3, 1).numpy()
+    for a, label, i in zip(arr, images.y.tolist(), images.idx.tolist()):
+        img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+        img.save(os.path.join(root, images.classes[label], f"{i:06d}.png"))
+
+
+def load_styled(data_dir, dataset, gamma, split):
+    """The transformed set `split` ('train' or 'test'), with a message naming the command that makes it."""
+    from . import paths
+    root = os.path.join(paths.styled_dir(data_dir, dataset, gamma), split)
+    if not os.path.isdir(root):
+        raise UserError(f"transformed set {root} does not exist; make it with "
+                        f"'python embed_features.py --dataset {dataset}' (or 'python reproduce.py')")
+    d = DATASETS[dataset]
+    return read_folder(root, d["channels"], d["size"])
+
+
+# ----------------------------------------------------------------------------- splits
+def split_indices(n, split, seed):
+    """Disjoint index sets of range(n): {'victim', 'attacker', 'independent'}; sizes are counts or
+    fractions of n. The permutation depends only on `seed`."""
+    sizes = {k: (int(v * n) if isinstance(v, float) and v <= 1 else int(v)) for k, v in split.items()}
+    if sum(sizes.values()) > n:
+        raise UserError(f"split {sizes} needs {sum(sizes.values())} images but the training set has {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out, start = {}, 0
+    for k, s in sizes.items():
+        out[k] = perm[start:start + s].sort().values
+        start += s
+    return out
+
+
+# ----------------------------------------------------------------------------- tensors
+def normalise(x_uint8, dataset, device=None):
+    d = DATASETS[dataset]
+    x = x_uint8.to(device=device, non_blocking=True).float().div_(255)
+    mean = torch.tensor(d["mean"], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(d["std"], device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def augment(x, dataset, generator):
+    """The reference's training transform, batched: crop with zero padding + horizontal flip
+    (CIFAR, Fashion-MNIST) or rotation up to 20 degrees + flip (ImageNet-20). `generator` is a CPU
+    torch.Generator so results do not depend on the device."""
+    d = DATASETS[dataset]
+    n, c, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    if d["augment"] == "crop_flip":
+        p = d["pad"]
+        oy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        xp = F.pad(x, (p, p, p, p))
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        x = xp[torch.arange(n, device=x.device)[:, None, None, None],
+               torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    else:  # rotate_flip
+        ang = (torch.rand(n, generator=generator) * 40 - 20) * math.pi / 180
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1),
+                             torch.stack([sin, cos, torch.zeros(n)], 1)], 1).to(x)
+        grid = F.affine_grid(theta, x.shape, align_corners=False)
+        x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    flip = flip.to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def batches(n, batch_size, shuffle=False, generator=None, drop_last=False):
+    """Index batches over range(n)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        yield order[i:i + batch_size]

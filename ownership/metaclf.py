@@ -1,0 +1,111 @@
+"""The ownership meta-classifier: victim-like (1) against benign (0) feature vectors.
+
+Inputs are L2-normalised per vector, then standardised with a mean/std fitted on the training split
+and stored in the checkpoint, so verification applies exactly the training transform (the reference
+standardised at training only). Training follows the reference: 80/20 split, SGD lr 0.01, momentum
+0.9, wd 5e-4, batch 128, the epoch with the best held-out accuracy kept. Inputs stream from
+(memory-mapped) arrays in batches.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from network import MetaMLP, default_hidden
+
+
+def _l2(x):
+    x = x.float()
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _rows(arrays, idx):
+    """Rows `idx` (sorted global indices over the concatenated arrays) as a float tensor, read
+    array by array so memory-mapped sets are touched only where needed."""
+    offsets = np.cumsum([0] + [len(a) for a in arrays])
+    parts = []
+    for k, a in enumerate(arrays):
+        sel = idx[(idx >= offsets[k]) & (idx < offsets[k + 1])] - offsets[k]
+        if len(sel):
+            parts.append(np.asarray(a[sel]))
+    return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+
+
+def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, device="cpu",
+        sources=None, desc="meta-classifier"):
+    """pos/neg: lists of (N_i, d) arrays. Returns the checkpoint dict."""
+    arrays = list(pos) + list(neg)
+    d = arrays[0].shape[1]
+    for a in arrays:
+        if a.shape[1] != d:
+            raise ValueError(f"feature dims differ ({a.shape[1]} vs {d}); gradient sets of one architecture only")
+    labels = np.concatenate([np.full(len(a), 1 if i < len(pos) else 0) for i, a in enumerate(arrays)])
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_tr = int(round(0.8 * n))
+    tr, te = np.sort(perm[:n_tr]), np.sort(perm[n_tr:])
+
+    # standardisation statistics of the L2-normalised training rows, streamed
+    s1 = torch.zeros(d, dtype=torch.float64)
+    s2 = torch.zeros(d, dtype=torch.float64)
+    for i in range(0, n_tr, 1024):
+        xb = _l2(_rows(arrays, tr[i:i + 1024])).double()
+        s1 += xb.sum(0)
+        s2 += (xb * xb).sum(0)
+    mean = s1 / n_tr
+    std = (s2 / n_tr - mean * mean).clamp_min(0).sqrt()
+    mean, std = mean.float(), std.float().clamp_min(1e-6)
+
+    torch.manual_seed(seed)
+    hidden = default_hidden(d, hidden_cap)
+    model = MetaMLP(d, hidden).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    y_all = torch.from_numpy(labels)
+
+    def prep(rows):
+        return ((_l2(_rows(arrays, rows)) - mean) / std).to(device)
+
+    # held-out rows are small enough to keep prepared
+    x_te = prep(te) if len(te) else None
+    y_te = y_all[np.sort(te)].to(device) if len(te) else None
+    best = (-1.0, None, 0)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in tqdm(range(epochs), desc=desc, leave=False):
+        model.train()
+        order = tr[torch.randperm(n_tr, generator=gen).numpy()]
+        for i in range(0, n_tr, batch_size):
+            rows = np.sort(order[i:i + batch_size])
+            loss = F.cross_entropy(model(prep(rows)), y_all[rows].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if x_te is not None:
+            model.eval()
+            with torch.no_grad():
+                acc = (model(x_te).argmax(1) == y_te).float().mean().item()
+        else:
+            acc = 0.0
+        if acc > best[0]:
+            best = (acc, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, epoch)
+    return dict(state_dict=best[1], d=d, hidden=list(hidden), mean=mean, std=std,
+                test_acc=best[0], best_epoch=best[2], n_train=n_tr, n_test=len(te),
+                sources=sources or {})
+
+
+def load_model(ck, device="cpu"):
+    model = MetaMLP(ck["d"], tuple(ck["hidden"]))
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_proba(ck, x, device="cpu", batch_size=1024):
+    """P(stolen) for each row of x (N, d), with the checkpoint's own normalisation."""
+    model = load_model(ck, device)
+    mean, std = ck["mean"].to(device), ck["std"].to(device)
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.as_tensor(np.asarray(x[i:i + batch_size]), dtype=torch.float32, device=device)
+        out.append(F.softmax(model((_l2(xb) - mean) / std), 1)[:, 1].cpu())
+    return torch.cat(out).numpy().astype(np.float64)

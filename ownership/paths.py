@@ -1,0 +1,86 @@
+"""The on-disk naming rules of the reference, computed in one place.
+
+    model/victim/vict-<arch>.pt          model/benign/benign-<arch>.pt
+    model/attack/atta-<tag>-<arch>.pt    model/clf/gradsign-<dataset>-<arch>.pt
+    model/independent/indep<k>-<arch>.pt (ours: models trained on data the victim never saw)
+    data/<prefix>_seurat_<gamma%>/{train,test}/<class>/*.png
+    gradients_set/<model file>/<transformed data folder>[/<split>]/g_f.npy
+    prob/<dataset>/<mode>.npz
+"""
+import os
+
+from .presets import DATASETS
+
+# mode -> (folder, file tag, which architecture: the victim's or the attackers')
+ATTACK_TAGS = {"distillation": "d", "zero-shot": "df", "fine-tune": "finetune",
+               "label-query": "label", "logit-query": "logit", "multi-stage": "dft"}
+
+
+def arch_for_mode(dataset, mode):
+    """Suspect architecture for a mode: fine-tune and source keep the victim's (WRN-28-10 on CIFAR),
+    the other attacks use the attackers' (WRN-16-1) [P, Sec. 5.1]."""
+    d = DATASETS[dataset]
+    return d["victim_arch"] if mode in ("source", "fine-tune", "benign") else d["attacker_arch"]
+
+
+def victim(model_dir, arch, tag=""):
+    return os.path.join(model_dir, "victim", f"vict-{arch}{tag}.pt")
+
+
+def benign(model_dir, arch, tag=""):
+    return os.path.join(model_dir, "benign", f"benign-{arch}{tag}.pt")
+
+
+def attack(model_dir, mode, arch):
+    return os.path.join(model_dir, "attack", f"atta-{ATTACK_TAGS[mode]}-{arch}.pt")
+
+
+def independent(model_dir, k, arch):
+    return os.path.join(model_dir, "independent", f"indep{k}-{arch}.pt")
+
+
+def clf(model_dir, dataset, arch):
+    return os.path.join(model_dir, "clf", f"gradsign-{dataset}-{arch}.pt")
+
+
+def styled_folder(dataset, gamma=0.1):
+    return f"{DATASETS[dataset]['styled_prefix']}_seurat_{round(gamma * 100):d}%"
+
+
+def styled_dir(data_dir, dataset, gamma=0.1):
+    return os.path.join(data_dir, styled_folder(dataset, gamma))
+
+
+def gradient_set(grad_dir, model_path, data_folder, split="train"):
+    """gradients_set/<model file>/<data folder>/g_f.npy for the train split (the reference's only
+    one); other splits go one level deeper."""
+    parts = [grad_dir, os.path.basename(model_path), os.path.basename(os.path.normpath(data_folder))]
+    if split != "train":
+        parts.append(split)
+    return os.path.join(*parts, "g_f.npy")
+
+
+def prob(prob_dir, dataset, mode):
+    return os.path.join(prob_dir, dataset, f"{mode}.npz")
+
+
+def suspect_for_mode(model_dir, dataset, mode, k=1):
+    """Default suspect checkpoint for --mode, following the reference naming."""
+    arch = arch_for_mode(dataset, mode)
+    if mode == "source":
+        return victim(model_dir, arch)
+    if mode == "benign":
+        return benign(model_dir, arch)
+    if mode == "independent":
+        arch = _independent_arch(model_dir, k) or DATASETS[dataset]["attacker_arch"]
+        return independent(model_dir, k, arch)
+    return attack(model_dir, mode, arch)
+
+
+def _independent_arch(model_dir, k):
+    folder = os.path.join(model_dir, "independent")
+    if os.path.isdir(folder):
+        for f in sorted(os.listdir(folder)):
+            if f.startswith(f"indep{k}-") and f.endswith(".pt"):
+                return f[len(f"indep{k}-"):-3]
+    return None

@@ -1,0 +1,40 @@
+"""Verification: P(stolen) of a suspect and a benign reference on the same transformed images, then
+the test. Used by ownership_verification.py and reproduce.py."""
+import numpy as np
+
+from . import gradients, metaclf, stats
+from .cli import UserError
+
+ALPHA = 0.01  # [P]
+
+
+def probabilities(model, clf_ck, images, dataset, device, batch_size=128, seed=0):
+    """P(stolen) for every image of `images` (white-box: gradient signs -> meta-classifier)."""
+    if gradients.feature_dim(model) != clf_ck["d"]:
+        raise UserError(f"the model gives {gradients.feature_dim(model)}-dim gradient vectors but the "
+                        f"meta-classifier expects {clf_ck['d']} ({clf_ck.get('arch')}); use the classifier "
+                        f"trained for this architecture (--c)")
+    g = gradients.gradient_signs(model, images, dataset, device, batch_size, augment=True, seed=seed,
+                                 desc="suspect gradients")
+    p = metaclf.predict_proba(clf_ck, g, device)
+    if not np.isfinite(p).all():
+        raise UserError("NaN in the meta-classifier's probabilities; retrain it (train_clf.py)")
+    return p
+
+
+def test(p_s, p_b, m=10, tau=0.0, test_name="paper", seed=0, alpha=ALPHA):
+    """Run the chosen test on pools p_s, p_b (same images, same order). Returns the result dict."""
+    n = len(p_s)
+    if m > n:
+        raise UserError(f"--m {m} is larger than the {n} transformed test images available; lower --m")
+    if m < 2:
+        raise UserError(f"--m {m}: the tests need at least 2 images")
+    if test_name == "paper":
+        idx = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+        r = stats.paired_test(p_s[idx], p_b[idx], tau)
+        r["images"] = idx.tolist()
+    else:
+        r = stats.reference_test(p_s, p_b, m=m, seed=seed)
+    r["alpha"] = alpha
+    r["verdict"] = "stolen" if r["p_value"] < alpha else "not stolen"
+    return r

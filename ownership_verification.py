@@ -1,0 +1,84 @@
+"""Ownership verification: is the suspect model stolen from the victim?
+
+    python ownership_verification.py --mode=source --dataset=cifar10 --gpu=0
+    python ownership_verification.py --mode=fine-tune --dataset=fmnist
+    python ownership_verification.py --s=suspect.pt --dataset=fmnist
+
+The suspect and a benign reference of the same architecture are queried with the same m transformed
+(stylised) test images; the meta-classifier gives P(stolen) for each. The default test is the paper's
+one-sided paired t-test of H0: mean(p_S - p_B) <= tau; --test reference runs the reference code's
+protocol (40 draws of 10, two-sided Welch, harmonic mean of p) for comparison.
+Prints `result:  p-val: <p> mu: <delta mu>`, then one JSON line; writes prob/<dataset>/<mode>.npz.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+
+from ownership import cli, paths, verify
+from ownership.checkpoints import atomic_write, load_checkpoint, load_model
+from ownership.data import load_styled
+from ownership.presets import DATASETS, MODES
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", default="source", choices=MODES,
+                   help="which suspect to verify (its default path follows the reference naming)")
+    p.add_argument("--suspicious_model_root", "--s", dest="suspect", default=None, help="suspect checkpoint")
+    p.add_argument("--benign_model_root", "--b", dest="benign", default=None,
+                   help="benign reference checkpoint (default: benign-<arch>-ref.pt, the held-out reference, "
+                        "else benign-<arch>.pt)")
+    p.add_argument("--clf_root", "--c", dest="clf", default=None,
+                   help="meta-classifier (default: model/clf/gradsign-<dataset>-<arch>.pt)")
+    p.add_argument("--m", type=int, default=10, help="number of transformed images queried (default 10)")
+    p.add_argument("--tau", type=float, default=0.0, help="margin of the paper's test (default 0)")
+    p.add_argument("--alpha", type=float, default=verify.ALPHA, help="significance level of the verdict")
+    p.add_argument("--test", default="paper", choices=["paper", "reference"],
+                   help="paper: one-sided paired t-test; reference: the reference code's protocol")
+    p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
+    p.add_argument("--batch_size", type=int, default=128)
+    return cli.add_common(p)
+
+
+def resolve(args):
+    """Suspect, reference and classifier paths from --mode and --dataset, unless given."""
+    suspect = args.suspect or paths.suspect_for_mode(args.model_dir, args.dataset, args.mode, args.index)
+    arch = load_checkpoint(suspect, "suspect model",
+                           made_by="python reproduce.py").get("arch") or paths.arch_for_mode(args.dataset, args.mode)
+    benign = args.benign
+    if benign is None:
+        held_out = paths.benign(args.model_dir, arch, "-ref")
+        benign = held_out if os.path.exists(held_out) else paths.benign(args.model_dir, arch)
+    if os.path.abspath(benign) == os.path.abspath(suspect):
+        raise cli.UserError(f"the suspect and the benign reference are the same file ({suspect}); the test "
+                            f"would compare a model with itself. Pass another reference with --b")
+    clf = args.clf or paths.clf(args.model_dir, args.dataset, arch)
+    return suspect, benign, clf, arch
+
+
+def main(args):
+    cli.seed_everything(args.seed)
+    device = cli.get_device(args.gpu)
+    d = DATASETS[args.dataset]
+    suspect, benign, clf_path, arch = resolve(args)
+    clf = load_checkpoint(clf_path, "meta-classifier",
+                          made_by=f"python train_clf.py --type={arch} --dataset={args.dataset}")
+    images = load_styled(args.data_dir, args.dataset, args.gamma, "test")
+    probs = {}
+    for role, path in (("suspect", suspect), ("reference", benign)):
+        model, _ = load_model(path, None, d["num_classes"], d["channels"], device, what=f"{role} model")
+        probs[role] = verify.probabilities(model, clf, images, args.dataset, device, args.batch_size, args.seed)
+    r = verify.test(probs["suspect"], probs["reference"], args.m, args.tau, args.test, args.seed, args.alpha)
+    out = paths.prob(args.prob_dir, args.dataset, args.mode)
+    atomic_write(out, lambda tmp: np.savez(tmp, p_suspect=probs["suspect"],
+                                           p_reference=probs["reference"], image_index=images.idx.numpy()))
+    print(f"result:  p-val: {r['p_value']} mu: {r['delta_mu']}")
+    r.update(mode=args.mode, suspect=suspect, reference=benign, clf=clf_path, probabilities=out)
+    print(json.dumps({k: v for k, v in r.items() if k != "images"}))
+    return r
+
+
+if __name__ == "__main__":
+    cli.run(main, get_parser())

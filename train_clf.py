@@ -1,0 +1,68 @@
+"""Train the ownership meta-classifier: gradient-sign vectors of victim-like models (label 1)
+against those of benign models (label 0).
+
+    python train_clf.py --type=wrn28-10 --dataset=cifar10 --gpu=0
+    python train_clf.py --type=wrn10-2 --dataset=fmnist
+
+By default the positives are model/victim/vict-<type>.pt and the negatives model/benign/benign-<type>.pt;
+--pos/--neg take several checkpoints each. Their gradient sets must exist (gradientset.py).
+Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
+"""
+import argparse
+import json
+import os
+
+from network import MODELS
+from ownership import cli, gradients, metaclf, paths
+from ownership.checkpoints import save_checkpoint
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_type", "--type", dest="model_type", required=True, choices=list(MODELS),
+                   help="architecture of the models whose gradients are classified")
+    p.add_argument("--mlp_epoch", type=int, default=100, help="epochs (reference: 100)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (reference: 0.01)")
+    p.add_argument("--batch_size", type=int, default=128, help="batch size (reference: 128)")
+    p.add_argument("--hidden-cap", type=int, default=256,
+                   help="cap on the MLP widths d/8 and d/16 (the reference had no cap: 61M weights at d=22k)")
+    p.add_argument("--pos", nargs="+", default=None, help="victim-like checkpoints (default: vict-<type>.pt)")
+    p.add_argument("--neg", nargs="+", default=None, help="benign checkpoints (default: benign-<type>.pt)")
+    p.add_argument("--out", default=None, help="output (default: model/clf/gradsign-<dataset>-<type>.pt)")
+    return cli.add_common(p)
+
+
+def main(args):
+    cli.seed_everything(args.seed)
+    device = cli.get_device(args.gpu)
+    pos = args.pos or [paths.victim(args.model_dir, args.model_type)]
+    neg = args.neg or [paths.benign(args.model_dir, args.model_type)]
+    folder = paths.styled_dir(args.data_dir, args.dataset, args.gamma)
+
+    def sets(models):
+        out = []
+        for m in models:
+            g = paths.gradient_set(args.grad_dir, m, folder)
+            out.append(gradients.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset}"))
+        return out
+
+    pos_sets, neg_sets = sets(pos), sets(neg)
+    dims = {a.shape[1] for a in pos_sets + neg_sets}
+    if len(dims) != 1:
+        raise cli.UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
+                            f"{args.model_type}")
+    ck = metaclf.fit(pos_sets, neg_sets, args.mlp_epoch, args.lr, args.batch_size, args.hidden_cap, args.seed,
+                     device, sources=dict(pos=[os.path.abspath(m) for m in pos],
+                                          neg=[os.path.abspath(m) for m in neg]))
+    ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind="white-box",
+              args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
+    out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type)
+    save_checkpoint(out, ck)
+    print(f"meta-classifier {out}: held-out accuracy {ck['test_acc']:.4f} "
+          f"({ck['n_train']} train / {ck['n_test']} held-out vectors, d={ck['d']}, hidden={ck['hidden']})")
+    print(json.dumps({"clf": out, "test_acc": ck["test_acc"], "d": ck["d"]}))
+    return ck
+
+
+if __name__ == "__main__":
+    cli.run(main, get_parser())
