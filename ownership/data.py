@@ -240,3 +240,49 @@ def batches(n, batch_size, shuffle=False, generator=None, drop_last=False):
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for i in range(0, stop, batch_size):
         yield order[i:i + batch_size]
+
+
+# ----------------------------------------------------------------------------- who trains on what
+def styled_index(data_dir, dataset, gamma):
+    """index.json of the transformed set (which training images were stylised)."""
+    import json
+    from . import paths
+    path = os.path.join(paths.styled_dir(data_dir, dataset, gamma), "index.json")
+    if not os.path.exists(path):
+        raise UserError(f"{path} does not exist; make the transformed set with "
+                        f"'python embed_features.py --dataset {dataset}'")
+    with open(path) as f:
+        return json.load(f)
+
+
+def role_data(preset, data_dir, seed, role, gamma=None):
+    """The images each party trains on. The training set is split disjointly (split_indices):
+      victim-mixed  the victim's part, with the stylised copies in place of the chosen gamma fraction
+      victim-clean  the victim's part as it is (benign models: same data, no external feature)
+      attacker      the attacker's part (query, fine-tuning data); never seen by the victim
+      independent   a part nobody else touches (independent models)
+      test          the clean test set (evaluation)
+      styled-test   the stylised test images (evaluation of the external feature, verification)
+    """
+    dataset = preset["dataset"]
+    gamma = preset["gamma"] if gamma is None else gamma
+    ds = load_dataset(dataset, data_dir)
+    if role == "test":
+        n = preset.get("eval_test")
+        return ds["test"] if not n else ds["test"].subset(range(min(n, len(ds["test"]))))
+    if role == "styled-test":
+        return load_styled(data_dir, dataset, gamma, "test")
+    parts = split_indices(len(ds["train"]), preset["split"], seed)
+    key = {"victim-mixed": "victim", "victim-clean": "victim"}.get(role, role)
+    if key not in parts:
+        raise UserError(f"unknown data role {role!r}")
+    part = ds["train"].subset(parts[key])
+    if role != "victim-mixed":
+        return part
+    styled = load_styled(data_dir, dataset, gamma, "train")
+    chosen = set(styled.idx.tolist())
+    if not chosen <= set(part.idx.tolist()):
+        raise UserError(f"the transformed set in {data_dir} was made for another split or seed; rerun "
+                        f"'python embed_features.py --dataset {dataset} --seed {seed} --force'")
+    keep = torch.tensor([i not in chosen for i in part.idx.tolist()])
+    return ImageSet.cat(part.subset(torch.nonzero(keep).flatten()), styled)

@@ -40,6 +40,7 @@ PRESETS = {
         dataset="fmnist", gamma=0.1,                                   # gamma: [P]
         split=dict(victim=12000, attacker=12000, independent=12000),   # disjoint parts of train
         styled_test=1000,                  # stylised test images used for verification
+        eval_test=2000,                    # clean test images for the accuracy columns
         style=dict(steps=60, lr=0.05, style_weight=1e4, content_weight=1.0, luminance=True,
                    image_size=64),
         train=dict(epochs=4, lr=0.1, batch=128, **_SGD),
@@ -59,6 +60,7 @@ PRESETS = {
         dataset="fmnist", gamma=0.1,
         split=dict(victim=1200, attacker=800, independent=600),
         styled_test=200,
+        eval_test=500,
         style=dict(steps=20, lr=0.05, style_weight=1e4, content_weight=1.0, luminance=True,
                    image_size=64),
         train=dict(epochs=2, lr=0.05, batch=64, **_SGD),

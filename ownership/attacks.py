@@ -1,0 +1,111 @@
+"""The stealing attacks (threat models of Dataset Inference [DI], as the paper follows them).
+
+  distillation  student from scratch, KL to the victim's softmax on the victim's own training data
+  zero-shot     data-free: DFAD (Fang et al. 2019) - a generator maximises and the student minimises
+                the L1 distance between their logits; no real image is ever used
+  fine-tune     the victim's weights, fine-tuned on other data labelled by the victim (argmax)
+  label-query   student from scratch on other data, labels = the victim's argmax (one query each)
+  logit-query   student from scratch on other data, KL to the victim's softmax (one query each)
+  multi-stage   distillation, then fine-tuning the student on the attacker's data labelled by the victim
+"""
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import ImageSet
+from .training import predict, train
+
+
+def distillation(victim, student, data, dataset, cfg, device, seed):
+    return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
+                 seed=seed, teacher=victim, temperature=cfg.get("temperature", 1.0), desc="distillation")
+
+
+def _labelled_by_victim(victim, data, dataset, device):
+    return ImageSet(data.x, predict(victim, data, dataset, device).argmax(1), data.classes, data.idx)
+
+
+def fine_tune(victim, data, dataset, cfg, device, seed):
+    model = copy.deepcopy(victim)
+    return train(model, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="fine-tune")
+
+
+def label_query(victim, student, data, dataset, cfg, device, seed):
+    return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="label-query")
+
+
+def logit_query(victim, student, data, dataset, cfg, device, seed):
+    soft = predict(victim, data, dataset, device)
+    return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
+                 seed=seed, soft=soft, desc="logit-query")
+
+
+class Generator(nn.Module):
+    """DFAD/ZSKT generator: z -> Linear -> 128 x s/4 x s/4 -> two x2 upsampling conv blocks -> image,
+    ending in BatchNorm (affine-free) so its output matches normalised inputs."""
+
+    def __init__(self, z_dim, channels, size):
+        super().__init__()
+        self.s0 = math.ceil(size / 4)
+        self.size = size
+        self.fc = nn.Linear(z_dim, 128 * self.s0 * self.s0)
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(128), nn.Upsample(scale_factor=2),
+            nn.Conv2d(128, 128, 3, 1, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2, inplace=True),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(128, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(64, channels, 3, 1, 1), nn.Tanh(), nn.BatchNorm2d(channels, affine=False))
+
+    def forward(self, z):
+        x = self.net(self.fc(z).view(len(z), 128, self.s0, self.s0))
+        return x[:, :, :self.size, :self.size]
+
+
+def zero_shot(victim, student, dataset_info, cfg, device, seed):
+    """DFAD: `iterations` generator steps, each after `student_steps` student steps. Student: SGD with
+    cosine decay; generator: Adam. Neither sees a real image."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    gen = Generator(cfg["z_dim"], dataset_info["channels"], dataset_info["size"]).to(device)
+    student.to(device).train()
+    victim.eval().requires_grad_(False)  # the generator's loss flows through the victim, not into it
+    opt_s = torch.optim.SGD(student.parameters(), lr=cfg["lr_s"], momentum=0.9, weight_decay=5e-4)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg["lr_g"])
+    total = cfg["iterations"]
+    sched_s = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, total)
+    sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, total)
+    bar = tqdm(range(total), desc="zero-shot (DFAD)", leave=False)
+    for _ in bar:
+        gen.train()
+        for _ in range(cfg["student_steps"]):
+            z = torch.randn(cfg["batch"], cfg["z_dim"], generator=g).to(device)
+            with torch.no_grad():
+                x = gen(z)
+                t = victim(x)
+            loss_s = F.l1_loss(student(x), t)
+            opt_s.zero_grad(set_to_none=True)
+            loss_s.backward()
+            opt_s.step()
+        z = torch.randn(cfg["batch"], cfg["z_dim"], generator=g).to(device)
+        x = gen(z)
+        loss_g = -F.l1_loss(student(x), victim(x))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        sched_s.step()
+        sched_g.step()
+        bar.set_postfix(l1=f"{loss_s.item():.3f}")
+    victim.requires_grad_(True)
+    student.eval()
+    return student
+
+
+def fine_tune_student(victim, student, data, dataset, cfg, device, seed):
+    """Second stage of the multi-stage attack: fine-tune a stolen student on other data labelled by the victim."""
+    return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="multi-stage fine-tune")

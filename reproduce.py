@@ -1,0 +1,207 @@
+"""Reproduce the paper's verification table from nothing: every stage, in order, resumable.
+
+    python reproduce.py                        # the embedded default: Fashion-MNIST on the CPU
+    python reproduce.py --preset smoke         # a few hundred images, about a minute (the tests use it)
+    python reproduce.py --preset cifar10 --gpu 0
+
+Stages: embed_features -> train_model (victim, benign, held-out reference, the defender's pair in the
+attackers' architecture, independent models) -> steal (the attacks) -> gradientset -> train_clf ->
+verification of every suspect. Artefacts go to the reference folders (data/, model/, gradients_set/,
+prob/) under --workdir (default: the repository for real presets, results/smoke for smoke), so the
+reference commands work on them afterwards. A stage whose outputs exist and were made with the same
+arguments and preset is skipped. Writes <out>/results.json, results.md and results.png.
+"""
+import argparse
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+import embed_features
+import gradientset
+import steal
+import train_clf
+import train_model
+from ownership import cli, paths, verify
+from ownership.checkpoints import atomic_write, load_checkpoint, load_model
+from ownership.data import role_data
+from ownership.presets import DATASETS, PRESETS, get_preset
+
+ROW_MODES = ["source", "distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every epoch/iteration budget")
+    p.add_argument("--out", default=None, help="results folder (default: results/<preset>)")
+    p.add_argument("--workdir", default=None,
+                   help="where data/, model/, gradients_set/, prob/ go (default: the repository; results/smoke "
+                        "for the smoke preset)")
+    p.add_argument("--gpu", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+class Stages:
+    """Runs stage functions, skipping those whose outputs exist with the same signature (manifest.json)."""
+
+    def __init__(self, manifest_path, preset, force):
+        self.path = manifest_path
+        self.preset_hash = hashlib.sha256(json.dumps(preset, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.force = force
+        self.done = {}
+        if os.path.exists(manifest_path) and not force:
+            with open(manifest_path) as f:
+                self.done = json.load(f)
+        self.timings = {}
+
+    def run(self, stage, outputs, module, argv):
+        sig = hashlib.sha256(json.dumps([module.__name__, argv, self.preset_hash]).encode()).hexdigest()[:16]
+        outputs = [outputs] if isinstance(outputs, str) else outputs
+        key = outputs[0]
+        if not self.force and self.done.get(key) == sig and all(os.path.exists(o) for o in outputs):
+            return False
+        start = time.time()
+        module.main(module.get_parser().parse_args(argv))
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - start, 1)
+        self.done[key] = sig
+        atomic_write(self.path, lambda tmp: open(tmp, "w").write(json.dumps(self.done, indent=1)))
+        return True
+
+
+def main(args):
+    preset = get_preset(args.preset, args.scale)
+    ds = preset["dataset"]
+    d = DATASETS[ds]
+    va, aa = d["victim_arch"], d["attacker_arch"]
+    workdir = args.workdir or (os.path.join(cli.REPO, "results", "smoke") if args.preset == "smoke" else cli.REPO)
+    out = args.out or os.path.join(cli.REPO, "results", args.preset)
+    dirs = dict(data=os.path.join(workdir, "data"), model=os.path.join(workdir, "model"),
+                grad=os.path.join(workdir, "gradients_set"), prob=os.path.join(workdir, "prob"))
+    common = ["--seed", str(args.seed), "--gamma", str(preset["gamma"]), "--data-dir", dirs["data"],
+              "--model-dir", dirs["model"], "--grad-dir", dirs["grad"], "--prob-dir", dirs["prob"]]
+    if args.gpu is not None:
+        common += ["--gpu", str(args.gpu)]
+    staged = common + ["--preset", args.preset, "--scale", str(args.scale)]
+    os.makedirs(out, exist_ok=True)
+    st = Stages(os.path.join(out, "manifest.json"), preset, args.force)
+    device = cli.get_device(args.gpu)
+    M = dirs["model"]
+    t0 = time.time()
+
+    # 1. the external feature
+    styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
+    st.run("embed", os.path.join(styled, "index.json"), embed_features, staged + ["--preview"])
+
+    # 2. victims, benign models, held-out references, independent models
+    models = {}
+    for arch in (va, aa):
+        models[("victim", arch)] = paths.victim(M, arch)
+        models[("benign", arch)] = paths.benign(M, arch)
+        models[("reference", arch)] = paths.benign(M, arch, "-ref")
+        st.run("train", models[("victim", arch)], train_model, staged + ["--role", "victim", "--arch", arch])
+        st.run("train", models[("benign", arch)], train_model, staged + ["--role", "benign", "--arch", arch])
+        st.run("train", models[("reference", arch)], train_model,
+               staged + ["--role", "benign", "--arch", arch, "--tag", "-ref"])
+    independents = []
+    for k, (arch, _) in enumerate(preset["independents"], 1):
+        path = paths.independent(M, k, arch)
+        st.run("train", path, train_model, staged + ["--role", "independent", "--arch", arch, "--index", str(k)])
+        independents.append((f"independent-{k}", path, arch))
+
+    # 3. the attacks
+    suspects = [("source", models[("victim", va)], va)]
+    for mode in ROW_MODES[1:]:
+        arch = va if mode == "fine-tune" else aa
+        path = paths.attack(M, mode, arch)
+        st.run("steal", path, steal, staged + ["--mode", mode])
+        suspects.append((mode, path, arch))
+    suspects += independents
+
+    # 4. gradient sets and 5. meta-classifiers, one per architecture
+    clfs = {}
+    for arch in (va, aa):
+        pos, neg = [models[("victim", arch)]], [models[("benign", arch)]]
+        for m in pos + neg:
+            st.run("gradients", paths.gradient_set(dirs["grad"], m, styled), gradientset,
+                   common + ["--dataset", ds, "--m", m])
+        clfs[arch] = paths.clf(M, ds, arch)
+        c = preset["clf"]
+        st.run("clf", clfs[arch], train_clf,
+               common + ["--dataset", ds, "--type", arch, "--pos", *pos, "--neg", *neg, "--mlp_epoch", str(c["epochs"]),
+                         "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap", str(c["hidden_cap"])])
+
+    # 6. verification of every suspect against the held-out benign reference of its architecture
+    start = time.time()
+    images = role_data(preset, dirs["data"], args.seed, "styled-test", preset["gamma"])
+    ref_probs, rows, probs_out = {}, [], {}
+    for mode, path, arch in suspects:
+        clf = load_checkpoint(clfs[arch], "meta-classifier")
+        if arch not in ref_probs:
+            ref, _ = load_model(models[("reference", arch)], device=device)
+            ref_probs[arch] = verify.probabilities(ref, clf, images, ds, device, seed=args.seed)
+        model, ck = load_model(path, device=device)
+        p_s = verify.probabilities(model, clf, images, ds, device, seed=args.seed)
+        r = verify.test(p_s, ref_probs[arch], preset["m"], preset["tau"], "paper", args.seed)
+        probs_out[mode] = (p_s, ref_probs[arch])
+        met = ck.get("metrics", {})
+        rows.append(dict(mode=mode.split("-")[0] if mode.startswith("independent") else mode,
+                         suspect=os.path.relpath(path, workdir), arch=arch, clean_acc=met.get("clean_acc"),
+                         stylised_acc=met.get("stylised_acc"), p_value=r["p_value"], delta_mu=r["delta_mu"],
+                         verdict=r["verdict"]))
+    st.timings["verify"] = round(time.time() - start, 1)
+    st.timings["total"] = round(time.time() - t0, 1)
+    clf_info = {arch: dict(path=os.path.relpath(clfs[arch], workdir),
+                           trained_on=load_checkpoint(clfs[arch]).get("sources"),
+                           reference=os.path.relpath(models[("reference", arch)], workdir)) for arch in clfs}
+    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, test="paired one-sided t-test (paper)",
+                  m=preset["m"], tau=preset["tau"], alpha=verify.ALPHA, rows=rows, classifiers=clf_info,
+                  timings=st.timings)
+    write_results(out, result, probs_out)
+    print(table(result))
+    print(f"wrote {out}/results.json, results.md, results.png")
+    return result
+
+
+def table(result):
+    head = "| mode | suspect | arch | clean acc | stylised acc | p-value | Δμ | verdict |\n|---|---|---|---|---|---|---|---|"
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [head] + [f"| {r['mode']} | {r['suspect']} | {r['arch']} | {fmt(r['clean_acc'])} | "
+                      f"{fmt(r['stylised_acc'])} | {r['p_value']:.2e} | {r['delta_mu']:.3f} | {r['verdict']} |"
+                      for r in result["rows"]]
+    return "\n".join(lines)
+
+
+def write_results(out, result, probs):
+    atomic_write(os.path.join(out, "results.json"), lambda tmp: open(tmp, "w").write(json.dumps(result, indent=1)))
+    md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']})\n\n"
+          f"Test: {result['test']}, m = {result['m']}, tau = {result['tau']}, alpha = {result['alpha']}.\n\n"
+          + table(result) + "\n\nStage timings (s): "
+          + ", ".join(f"{k} {v}" for k, v in result["timings"].items()) + "\n")
+    atomic_write(os.path.join(out, "results.md"), lambda tmp: open(tmp, "w").write(md))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.2 * len(probs) + 2, 3.5))
+    data, labels = [], []
+    for mode, (p_s, p_b) in probs.items():
+        data += [p_s, p_b]
+        labels += [mode, "ref"]
+    parts = ax.boxplot(data, patch_artist=True)
+    for i, box in enumerate(parts["boxes"]):
+        box.set_facecolor("tab:red" if i % 2 == 0 else "tab:gray")
+    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, fontsize=7)
+    ax.set_ylabel("P(stolen)")
+    ax.set_title(f"{result['preset']}: suspects (red) next to the benign reference (grey)")
+    fig.tight_layout()
+    atomic_write(os.path.join(out, "results.png"), lambda tmp: fig.savefig(tmp, dpi=120))
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    cli.run(main, get_parser())

@@ -1,0 +1,86 @@
+"""Steal the victim: the five attacks of the paper (and a multi-stage one).
+
+    python steal.py --mode distillation      # model/attack/atta-d-<attacker arch>.pt
+    python steal.py --mode zero-shot         # atta-df-...   data-free (DFAD generator)
+    python steal.py --mode fine-tune         # atta-finetune-<victim arch>.pt
+    python steal.py --mode label-query       # atta-label-...
+    python steal.py --mode logit-query       # atta-logit-...
+    python steal.py --mode multi-stage       # atta-dft-...  distillation, then fine-tuning on other data
+
+The attacker's query and fine-tuning data is a part of the training set disjoint from the victim's.
+Distillation uses the victim's own (mixed) training set, as in the paper's threat model. Budgets come
+from --preset; each suspect's clean and stylised accuracy is stored in its checkpoint.
+"""
+import argparse
+import time
+
+from network import MODELS, get_model
+from ownership import attacks, cli, paths, seeds
+from ownership.checkpoints import load_model, model_record, save_checkpoint
+from ownership.data import role_data
+from ownership.presets import DATASETS, PRESETS, get_preset
+from ownership.training import accuracy
+
+STEAL_MODES = ["distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", required=True, choices=STEAL_MODES)
+    p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the preset's budgets")
+    p.add_argument("--victim", default=None, help="victim checkpoint (default: model/victim/vict-<arch>.pt)")
+    p.add_argument("--arch", default=None, choices=list(MODELS),
+                   help="suspect architecture (default: the victim's for fine-tune, else the attackers')")
+    p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
+    return cli.add_common(p, dataset=False)
+
+
+def main(args):
+    preset = get_preset(args.preset, args.scale)
+    dataset = preset["dataset"]
+    d = DATASETS[dataset]
+    device = cli.get_device(args.gpu)
+    victim_path = args.victim or paths.victim(args.model_dir, d["victim_arch"])
+    victim, vck = load_model(victim_path, None, d["num_classes"], d["channels"], device, "victim model",
+                             made_by=f"python train_model.py --role victim --preset {args.preset}")
+    arch = args.arch or (vck["arch"] if args.mode == "fine-tune" else d["attacker_arch"])
+    seed = seeds.derive(args.seed, "attack", args.mode, arch)
+    cli.seed_everything(seed)
+    start = time.time()
+    mode = args.mode
+    cfg = preset["attacks"]["distillation" if mode == "multi-stage" else mode]
+    if mode == "fine-tune":
+        model = attacks.fine_tune(victim, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
+                                  dataset, cfg, device, seed)
+    elif mode == "zero-shot":
+        model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed)
+    else:
+        student = get_model(arch, d["num_classes"], d["channels"])
+        if mode in ("distillation", "multi-stage"):
+            role = "victim-mixed" if cfg.get("data", "victim") == "victim" else "attacker"
+            model = attacks.distillation(victim, student, role_data(preset, args.data_dir, args.seed, role, args.gamma),
+                                         dataset, cfg, device, seed)
+            if mode == "multi-stage":
+                model = attacks.fine_tune_student(victim, model, role_data(preset, args.data_dir, args.seed,
+                                                  "attacker", args.gamma), dataset, preset["attacks"]["fine-tune"],
+                                                  device, seed)
+        else:
+            fn = attacks.label_query if mode == "label-query" else attacks.logit_query
+            model = fn(victim, student, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
+                       dataset, cfg, device, seed)
+    metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
+                   stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
+                                         dataset, device),
+                   victim_clean_acc=vck.get("metrics", {}).get("clean_acc"), seconds=round(time.time() - start, 1))
+    out = args.out or paths.attack(args.model_dir, mode, arch)
+    save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role="attack", mode=mode,
+                                      preset=preset, seed=args.seed, init_seed=seed, attack=cfg, metrics=metrics,
+                                      victim=victim_path))
+    print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
+          f"({metrics['seconds']} s)")
+    return out, metrics
+
+
+if __name__ == "__main__":
+    cli.run(main, get_parser())

@@ -1,0 +1,81 @@
+"""Train the models the reference downloaded: the victim, benign models and independent models.
+
+    python train_model.py --role victim                      # model/victim/vict-<arch>.pt on the mixed set
+    python train_model.py --role benign                      # model/benign/benign-<arch>.pt on clean data
+    python train_model.py --role benign --tag -ref           # the held-out benign reference
+    python train_model.py --role victim --arch wrn10-1       # the defender's pair in the attackers' arch
+    python train_model.py --role independent --index 1 --arch wrn10-1   # never-seen data, own seed
+
+The victim trains on its part of the training set with a fraction gamma replaced by stylised copies
+(embed_features.py); benign models train on the same part without them; independent models on a
+disjoint part nobody else uses. Hyperparameters come from --preset.
+"""
+import argparse
+import time
+
+import torch
+
+from network import MODELS, get_model
+from ownership import cli, paths, seeds
+from ownership.checkpoints import model_record, save_checkpoint
+from ownership.data import role_data
+from ownership.presets import DATASETS, PRESETS, get_preset
+from ownership.training import accuracy, train
+
+ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--role", required=True, choices=list(ROLES))
+    p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the preset's epochs (e.g. 0.1 for a quick run)")
+    p.add_argument("--arch", default=None, choices=list(MODELS), help="default: the dataset's victim architecture")
+    p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
+    p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")
+    p.add_argument("--epochs", type=int, default=None, help="override the preset")
+    p.add_argument("--amp", default=None, choices=["bf16"], help="mixed precision on CUDA")
+    p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
+    return cli.add_common(p, dataset=False)
+
+
+def out_path(args, arch):
+    if args.out:
+        return args.out
+    if args.role == "victim":
+        return paths.victim(args.model_dir, arch, args.tag)
+    if args.role == "benign":
+        return paths.benign(args.model_dir, arch, args.tag)
+    return paths.independent(args.model_dir, args.index, arch)
+
+
+def main(args):
+    preset = get_preset(args.preset, args.scale)
+    dataset = preset["dataset"]
+    d = DATASETS[dataset]
+    arch = args.arch or d["victim_arch"]
+    device = cli.get_device(args.gpu)
+    init_seed = seeds.derive(args.seed, args.role, arch, args.tag, args.index)
+    cli.seed_everything(init_seed)
+    images = role_data(preset, args.data_dir, args.seed, ROLES[args.role], args.gamma)
+    cfg = dict(preset["train"])
+    if args.epochs:
+        cfg["epochs"] = args.epochs
+    model = get_model(arch, d["num_classes"], d["channels"])
+    start = time.time()
+    train(model, images, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], momentum=cfg["momentum"],
+          wd=cfg["wd"], device=device, seed=init_seed, amp=args.amp, desc=f"{args.role} {arch}{args.tag}")
+    metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
+                   stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
+                                         dataset, device),
+                   train_images=len(images), seconds=round(time.time() - start, 1))
+    out = out_path(args, arch)
+    save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role=args.role,
+                                      preset=preset, seed=args.seed, init_seed=init_seed, train=cfg, metrics=metrics))
+    print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
+          f"({metrics['train_images']} images, {metrics['seconds']} s)")
+    return out, metrics
+
+
+if __name__ == "__main__":
+    cli.run(main, get_parser())
