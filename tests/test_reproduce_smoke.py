@@ -1,0 +1,55 @@
+"""The whole pipeline end to end on the smoke preset, through reproduce.py's command line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+MODES = ["source", "distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
+
+
+@pytest.fixture(scope="module")
+def smoke(repo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    cmd = [sys.executable, os.path.join(repo, "reproduce.py"), "--preset", "smoke", "--workdir", str(root / "work"),
+           "--out", str(root / "results")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(root / "results" / "results.json") as f:
+        return root, cmd, r, json.load(f)
+
+
+def test_results_json(smoke):
+    root, _, r, res = smoke
+    assert res["preset"] == "smoke" and res["seed"] == 0
+    modes = [row["mode"] for row in res["rows"]]
+    assert modes[:len(MODES)] == MODES
+    assert modes.count("independent") >= 2
+    for row in res["rows"]:
+        assert set(row) >= {"mode", "suspect", "arch", "clean_acc", "stylised_acc", "p_value", "delta_mu", "verdict"}
+        assert 0 <= row["p_value"] <= 1 and -1 <= row["delta_mu"] <= 1
+        assert 0 <= row["clean_acc"] <= 1 and 0 <= row["stylised_acc"] <= 1
+        assert row["verdict"] in ("stolen", "not stolen")
+    for stage in ("embed", "train", "steal", "gradients", "clf", "verify"):
+        assert stage in res["timings"]
+    for f in ("results.md", "results.png"):
+        assert os.path.getsize(root / "results" / f) > 0
+    assert "| source |" in r.stdout  # the table is printed
+
+
+def test_independent_models_not_flagged(smoke):
+    # loose threshold: the smoke models are tiny, but an independent model must not look stolen
+    for row in smoke[3]["rows"]:
+        if row["mode"] == "independent":
+            assert row["p_value"] > 1e-3, row
+
+
+def test_rerun_skips_finished_stages(smoke):
+    root, cmd, _, res = smoke
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(root / "results" / "results.json") as f:
+        again = json.load(f)
+    assert set(again["timings"]) == {"verify", "total"}  # nothing retrained
+    assert [(x["p_value"], x["delta_mu"]) for x in again["rows"]] == [(x["p_value"], x["delta_mu"]) for x in res["rows"]]
