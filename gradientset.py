@@ -5,14 +5,13 @@
 
 Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image).
 """
-import argparse
 
 from network import MODELS
 from ownership import cli, gradients, paths
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(__doc__)
     p.add_argument("--model", choices=list(MODELS), default=None,
                    help="architecture (default: the one recorded in the checkpoint)")
     p.add_argument("--model_root", "--m", dest="model_root", required=True, help="model checkpoint (.pt)")

@@ -10,7 +10,6 @@ one-sided paired t-test of H0: mean(p_S - p_B) <= tau; --test reference runs the
 protocol (40 draws of 10, two-sided Welch, harmonic mean of p) for comparison.
 Prints `result:  p-val: <p> mu: <delta mu>`, then one JSON line; writes prob/<dataset>/<mode>.npz.
 """
-import argparse
 import json
 import os
 
@@ -23,7 +22,7 @@ from ownership.presets import DATASETS, MODES
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(__doc__)
     p.add_argument("--mode", default="source", choices=MODES,
                    help="which suspect to verify (its default path follows the reference naming)")
     p.add_argument("--suspicious_model_root", "--s", dest="suspect", default=None, help="suspect checkpoint")

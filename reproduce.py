@@ -11,7 +11,6 @@ prob/) under --workdir (default: the repository for real presets, results/smoke 
 reference commands work on them afterwards. A stage whose outputs exist and were made with the same
 arguments and preset is skipped. Writes <out>/results.json, results.md and results.png.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -33,7 +32,7 @@ ROW_MODES = ["source", "distillation", "zero-shot", "fine-tune", "label-query", 
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(__doc__)
     p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
     p.add_argument("--scale", type=float, default=1.0, help="multiply every epoch/iteration budget")
     p.add_argument("--out", default=None, help="results folder (default: results/<preset>)")

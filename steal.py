@@ -11,7 +11,6 @@ The attacker's query and fine-tuning data is a part of the training set disjoint
 Distillation uses the victim's own (mixed) training set, as in the paper's threat model. Budgets come
 from --preset; each suspect's clean and stylised accuracy is stored in its checkpoint.
 """
-import argparse
 import time
 
 from network import MODELS, get_model
@@ -25,7 +24,7 @@ STEAL_MODES = ["distillation", "zero-shot", "fine-tune", "label-query", "logit-q
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(__doc__)
     p.add_argument("--mode", required=True, choices=STEAL_MODES)
     p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
     p.add_argument("--scale", type=float, default=1.0, help="multiply the preset's budgets")

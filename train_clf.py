@@ -8,7 +8,6 @@ By default the positives are model/victim/vict-<type>.pt and the negatives model
 --pos/--neg take several checkpoints each. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 """
-import argparse
 import json
 import os
 
@@ -18,7 +17,7 @@ from ownership.checkpoints import save_checkpoint
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(__doc__)
     p.add_argument("--model_type", "--type", dest="model_type", required=True, choices=list(MODELS),
                    help="architecture of the models whose gradients are classified")
     p.add_argument("--mlp_epoch", type=int, default=100, help="epochs (reference: 100)")

@@ -10,7 +10,6 @@ The victim trains on its part of the training set with a fraction gamma replaced
 (embed_features.py); benign models train on the same part without them; independent models on a
 disjoint part nobody else uses. Hyperparameters come from --preset.
 """
-import argparse
 import time
 
 import torch
@@ -26,7 +25,7 @@ ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "ind
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(__doc__)
     p.add_argument("--role", required=True, choices=list(ROLES))
     p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
     p.add_argument("--scale", type=float, default=1.0, help="multiply the preset's epochs (e.g. 0.1 for a quick run)")

@@ -17,6 +17,18 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line (no traceback unless --debug)."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: 'script.py: error: argument --mode: invalid choice ...'."""
+
+    def __init__(self, description=None, **kw):
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(description=description, **kw)
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def add_common(parser, dataset=True):
     """Flags every stage shares. Folder defaults are the repository's own folders, so the
     scripts work from any working directory."""

@@ -129,15 +129,27 @@ def load_dataset(name, data_dir):
 
 # ----------------------------------------------------------------------------- image folders
 def read_folder(root, channels, size, resize=False):
-    """Read <root>/<class>/<image> into an ImageSet. Classes are the sorted sub-folder names."""
+    """Read <root>/<class>/<image> into an ImageSet. The class order is <root>/classes.txt when it
+    exists (written by write_folder, so a class with no images keeps its label), else the sorted
+    sub-folder names (the ImageFolder convention of the reference layout)."""
     if not os.path.isdir(root):
         raise UserError(f"image folder {root} does not exist")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    if not classes:
+    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    listed = os.path.join(root, "classes.txt")
+    if os.path.exists(listed):
+        with open(listed) as f:
+            classes = [c for c in f.read().splitlines() if c]
+        unknown = [c for c in folders if c not in classes]
+        if unknown:
+            raise UserError(f"{os.path.join(root, unknown[0])} is not a class of {listed}; remove it")
+    else:
+        classes = folders
+    if not folders:
         raise UserError(f"{root} holds no class folders; expected {root}/<class>/<image>")
     mode = "L" if channels == 1 else "RGB"
     xs, ys, names = [], [], []
-    for c, cls in enumerate(classes):
+    for cls in folders:
+        c = classes.index(cls)
         files = sorted(f for f in os.listdir(os.path.join(root, cls)) if f.endswith(IMAGE_EXTS))
         if not files:
             raise UserError(f"class folder {os.path.join(root, cls)} is empty; remove it or add images")
@@ -159,13 +171,17 @@ def read_folder(root, channels, size, resize=False):
             stem = os.path.splitext(f)[0]
             names.append(int(stem) if stem.isdigit() else len(names))
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(x, torch.tensor(ys), classes, torch.tensor(names))
+    order = torch.argsort(torch.tensor(names), stable=True)  # back to the original index order
+    return ImageSet(x, torch.tensor(ys), classes, torch.tensor(names)).subset(order)
 
 
 def write_folder(root, images):
-    """Write an ImageSet as <root>/<class>/<original index>.png (lossless)."""
-    for cls in images.classes:
-        os.makedirs(os.path.join(root, cls), exist_ok=True)
+    """Write an ImageSet as <root>/<class>/<original index>.png (lossless) and <root>/classes.txt."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("\n".join(images.classes) + "\n")
+    for label in sorted(set(images.y.tolist())):
+        os.makedirs(os.path.join(root, images.classes[label]), exist_ok=True)
     arr = images.x.permute(0, 2, 3, 1).numpy()
     for a, label, i in zip(arr, images.y.tolist(), images.idx.tolist()):
         img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
