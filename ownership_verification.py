@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ownership import cli, paths, verify
+from ownership import blackbox, cli, paths, verify
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
 from ownership.data import load_styled
 from ownership.presets import DATASETS, MODES
@@ -36,6 +36,8 @@ def get_parser():
     p.add_argument("--alpha", type=float, default=verify.ALPHA, help="significance level of the verdict")
     p.add_argument("--test", default="paper", choices=["paper", "reference"],
                    help="paper: one-sided paired t-test; reference: the reference code's protocol")
+    p.add_argument("--access", default="white-box", choices=["white-box", "black-box"],
+                   help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE)")
     p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
     p.add_argument("--batch_size", type=int, default=128)
     return cli.add_common(p)
@@ -53,7 +55,7 @@ def resolve(args):
     if os.path.abspath(benign) == os.path.abspath(suspect):
         raise cli.UserError(f"the suspect and the benign reference are the same file ({suspect}); the test "
                             f"would compare a model with itself. Pass another reference with --b")
-    clf = args.clf or paths.clf(args.model_dir, args.dataset, arch)
+    clf = args.clf or paths.clf(args.model_dir, args.dataset, arch, args.access)
     return suspect, benign, clf, arch
 
 
@@ -63,12 +65,14 @@ def main(args):
     d = DATASETS[args.dataset]
     suspect, benign, clf_path, arch = resolve(args)
     clf = load_checkpoint(clf_path, "meta-classifier",
-                          made_by=f"python train_clf.py --type={arch} --dataset={args.dataset}")
+                          made_by=f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}")
     images = load_styled(args.data_dir, args.dataset, args.gamma, "test")
+    clean_x = blackbox.originals(images, args.dataset, args.data_dir, "test") if clf.get("kind") == "black-box" else None
     probs = {}
     for role, path in (("suspect", suspect), ("reference", benign)):
         model, _ = load_model(path, None, d["num_classes"], d["channels"], device, what=f"{role} model")
-        probs[role] = verify.probabilities(model, clf, images, args.dataset, device, args.batch_size, args.seed)
+        probs[role] = verify.probabilities(model, clf, images, args.dataset, device, args.batch_size, args.seed,
+                                             clean_x)
     r = verify.test(probs["suspect"], probs["reference"], args.m, args.tau, args.test, args.seed, args.alpha)
     out = paths.prob(args.prob_dir, args.dataset, args.mode)
     atomic_write(out, lambda tmp: np.savez(tmp, p_suspect=probs["suspect"],

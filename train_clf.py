@@ -7,13 +7,17 @@ against those of benign models (label 0).
 By default the positives are model/victim/vict-<type>.pt and the negatives model/benign/benign-<type>.pt;
 --pos/--neg take several checkpoints each. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
+--access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
+are queried directly) and writes model/clf/blackbox-<dataset>-<type>.pt.
 """
 import json
 import os
 
 from network import MODELS
-from ownership import cli, gradients, metaclf, paths
-from ownership.checkpoints import save_checkpoint
+from ownership import blackbox, cli, gradients, metaclf, paths
+from ownership.checkpoints import load_model, save_checkpoint
+from ownership.data import load_styled
+from ownership.presets import DATASETS
 
 
 def get_parser():
@@ -27,6 +31,9 @@ def get_parser():
                    help="cap on the MLP widths d/8 and d/16 (the reference had no cap: 61M weights at d=22k)")
     p.add_argument("--pos", nargs="+", default=None, help="victim-like checkpoints (default: vict-<type>.pt)")
     p.add_argument("--neg", nargs="+", default=None, help="benign checkpoints (default: benign-<type>.pt)")
+    p.add_argument("--access", default="white-box", choices=["white-box", "black-box"],
+                   help="white-box: gradient signs (the paper); black-box: prediction shifts (MOVE)")
+    p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
     p.add_argument("--out", default=None, help="output (default: model/clf/gradsign-<dataset>-<type>.pt)")
     return cli.add_common(p)
 
@@ -41,9 +48,19 @@ def main(args):
     def sets(models):
         out = []
         for m in models:
+            if args.access == "black-box":
+                model, _ = load_model(m, args.model_type, d["num_classes"], d["channels"], device,
+                                      made_by="python train_model.py")
+                out.append(blackbox.features(model, styled, clean_x, args.dataset, device, args.views, args.seed))
+                continue
             g = paths.gradient_set(args.grad_dir, m, folder)
             out.append(gradients.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset}"))
         return out
+
+    d = DATASETS[args.dataset]
+    if args.access == "black-box":
+        styled = load_styled(args.data_dir, args.dataset, args.gamma, "train")
+        clean_x = blackbox.originals(styled, args.dataset, args.data_dir, "train")
 
     pos_sets, neg_sets = sets(pos), sets(neg)
     dims = {a.shape[1] for a in pos_sets + neg_sets}
@@ -53,9 +70,9 @@ def main(args):
     ck = metaclf.fit(pos_sets, neg_sets, args.mlp_epoch, args.lr, args.batch_size, args.hidden_cap, args.seed,
                      device, sources=dict(pos=[os.path.abspath(m) for m in pos],
                                           neg=[os.path.abspath(m) for m in neg]))
-    ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind="white-box",
+    ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind=args.access, views=args.views,
               args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
-    out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type)
+    out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type, args.access)
     save_checkpoint(out, ck)
     print(f"meta-classifier {out}: held-out accuracy {ck['test_acc']:.4f} "
           f"({ck['n_train']} train / {ck['n_test']} held-out vectors, d={ck['d']}, hidden={ck['hidden']})")

@@ -8,8 +8,9 @@ import torch.nn as nn
 
 
 def default_hidden(d, cap=256):
-    """Reference widths d/8 and d/16, capped at `cap` and `cap/2` (and at least 8 and 4)."""
-    return max(8, min(d // 8, cap)), max(4, min(d // 16, cap // 2))
+    """Reference widths d/8 and d/16, capped at `cap` and `cap/2`, and at least 32 and 16 (the
+    black-box features are only a few dozen wide)."""
+    return max(32, min(d // 8, cap)), max(16, min(d // 16, cap // 2))
 
 
 class MetaMLP(nn.Module):

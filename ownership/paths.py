@@ -2,6 +2,7 @@
 
     model/victim/vict-<arch>.pt          model/benign/benign-<arch>.pt
     model/attack/atta-<tag>-<arch>.pt    model/clf/gradsign-<dataset>-<arch>.pt
+    model/clf/blackbox-<dataset>-<arch>.pt (ours: the black-box meta-classifier)
     model/independent/indep<k>-<arch>.pt (ours: models trained on data the victim never saw)
     data/<prefix>_seurat_<gamma%>/{train,test}/<class>/*.png
     gradients_set/<model file>/<transformed data folder>[/<split>]/g_f.npy
@@ -39,8 +40,9 @@ def independent(model_dir, k, arch):
     return os.path.join(model_dir, "independent", f"indep{k}-{arch}.pt")
 
 
-def clf(model_dir, dataset, arch):
-    return os.path.join(model_dir, "clf", f"gradsign-{dataset}-{arch}.pt")
+def clf(model_dir, dataset, arch, access="white-box"):
+    kind = "gradsign" if access == "white-box" else "blackbox"
+    return os.path.join(model_dir, "clf", f"{kind}-{dataset}-{arch}.pt")
 
 
 def styled_folder(dataset, gamma=0.1):

@@ -2,14 +2,21 @@
 the test. Used by ownership_verification.py and reproduce.py."""
 import numpy as np
 
-from . import gradients, metaclf, stats
+from . import blackbox, gradients, metaclf, stats
 from .cli import UserError
 
 ALPHA = 0.01  # [P]
 
 
-def probabilities(model, clf_ck, images, dataset, device, batch_size=128, seed=0):
-    """P(stolen) for every image of `images` (white-box: gradient signs -> meta-classifier)."""
+def probabilities(model, clf_ck, images, dataset, device, batch_size=128, seed=0, clean_x=None):
+    """P(stolen) for every image of `images`: white-box (gradient signs) or black-box (prediction
+    shifts; `clean_x` are the original images), whichever the meta-classifier was trained on."""
+    if clf_ck.get("kind") == "black-box":
+        p = metaclf.predict_proba(clf_ck, blackbox.features(model, images, clean_x, dataset, device,
+                                                            clf_ck["views"], seed), device)
+        if not np.isfinite(p).all():
+            raise UserError("NaN in the meta-classifier's probabilities; retrain it (train_clf.py)")
+        return p
     if gradients.feature_dim(model) != clf_ck["d"]:
         raise UserError(f"the model gives {gradients.feature_dim(model)}-dim gradient vectors but the "
                         f"meta-classifier expects {clf_ck['d']} ({clf_ck.get('arch')}); use the classifier "
