@@ -86,7 +86,7 @@ def main(args):
               "--model-dir", dirs["model"], "--grad-dir", dirs["grad"], "--prob-dir", dirs["prob"]]
     if args.gpu is not None:
         common += ["--gpu", str(args.gpu)]
-    staged = common + ["--preset", args.preset, "--scale", str(args.scale)]
+    staged = common + ["--preset", args.preset, "--scale", str(args.scale), "--resume"]
     os.makedirs(out, exist_ok=True)
     st = Stages(os.path.join(out, "manifest.json"), preset, args.force)
     device = cli.get_device(args.gpu)
@@ -95,7 +95,7 @@ def main(args):
 
     # 1. the external feature
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
-    st.run("embed", os.path.join(styled, "index.json"), embed_features, staged + ["--preview"])
+    st.run("embed", os.path.join(styled, "index.json"), embed_features, common + ["--preset", args.preset, "--preview"])
 
     # 2. victims, benign models, held-out references, independent models
     models = {}
@@ -106,7 +106,7 @@ def main(args):
         st.run("train", models[("victim", arch)], train_model, staged + ["--role", "victim", "--arch", arch])
         st.run("train", models[("benign", arch)], train_model, staged + ["--role", "benign", "--arch", arch])
         st.run("train", models[("reference", arch)], train_model,
-               staged + ["--role", "benign", "--arch", arch, "--tag", "-ref"])
+               staged + ["--role", "benign", "--arch", arch, "--tag=-ref"])
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)

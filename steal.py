@@ -15,6 +15,8 @@ import time
 
 from network import MODELS, get_model
 from ownership import attacks, cli, paths, seeds
+from ownership import distributed as dd
+from ownership import checkpoints
 from ownership.checkpoints import load_model, model_record, save_checkpoint
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
@@ -32,6 +34,7 @@ def get_parser():
     p.add_argument("--arch", default=None, choices=list(MODELS),
                    help="suspect architecture (default: the victim's for fine-tune, else the attackers')")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.state (saved after every epoch)")
     return cli.add_common(p, dataset=False)
 
 
@@ -39,11 +42,14 @@ def main(args):
     preset = get_preset(args.preset, args.scale)
     dataset = preset["dataset"]
     d = DATASETS[dataset]
-    device = cli.get_device(args.gpu)
+    device = dd.setup(cli.get_device(args.gpu))
     victim_path = args.victim or paths.victim(args.model_dir, d["victim_arch"])
     victim, vck = load_model(victim_path, None, d["num_classes"], d["channels"], device, "victim model",
                              made_by=f"python train_model.py --role victim --preset {args.preset}")
     arch = args.arch or (vck["arch"] if args.mode == "fine-tune" else d["attacker_arch"])
+    out = args.out or paths.attack(args.model_dir, args.mode, arch)
+    state = checkpoints.training_state(out, args.resume, stages=2)
+    kw = dict(state_path=state)
     seed = seeds.derive(args.seed, "attack", args.mode, arch)
     cli.seed_everything(seed)
     start = time.time()
@@ -51,7 +57,7 @@ def main(args):
     cfg = preset["attacks"]["distillation" if mode == "multi-stage" else mode]
     if mode == "fine-tune":
         model = attacks.fine_tune(victim, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
-                                  dataset, cfg, device, seed)
+                                  dataset, cfg, device, seed, **kw)
     elif mode == "zero-shot":
         model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed)
     else:
@@ -59,23 +65,25 @@ def main(args):
         if mode in ("distillation", "multi-stage"):
             role = "victim-mixed" if cfg.get("data", "victim") == "victim" else "attacker"
             model = attacks.distillation(victim, student, role_data(preset, args.data_dir, args.seed, role, args.gamma),
-                                         dataset, cfg, device, seed)
+                                         dataset, cfg, device, seed, **kw)
             if mode == "multi-stage":
                 model = attacks.fine_tune_student(victim, model, role_data(preset, args.data_dir, args.seed,
                                                   "attacker", args.gamma), dataset, preset["attacks"]["fine-tune"],
-                                                  device, seed)
+                                                  device, seed, state_path=state + "2")
         else:
             fn = attacks.label_query if mode == "label-query" else attacks.logit_query
             model = fn(victim, student, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
-                       dataset, cfg, device, seed)
+                       dataset, cfg, device, seed, **kw)
     metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
                    stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
                                          dataset, device),
                    victim_clean_acc=vck.get("metrics", {}).get("clean_acc"), seconds=round(time.time() - start, 1))
-    out = args.out or paths.attack(args.model_dir, mode, arch)
+    if not dd.is_main():
+        return out, metrics
     save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role="attack", mode=mode,
                                       preset=preset, seed=args.seed, init_seed=seed, attack=cfg, metrics=metrics,
-                                      victim=victim_path))
+                                      victim=victim_path, world_size=dd.world()))
+    checkpoints.remove(state, state + "2")
     print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
           f"({metrics['seconds']} s)")
     return out, metrics

@@ -16,6 +16,8 @@ import torch
 
 from network import MODELS, get_model
 from ownership import cli, paths, seeds
+from ownership import distributed as dd
+from ownership import checkpoints
 from ownership.checkpoints import model_record, save_checkpoint
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
@@ -35,6 +37,8 @@ def get_parser():
     p.add_argument("--epochs", type=int, default=None, help="override the preset")
     p.add_argument("--amp", default=None, choices=["bf16"], help="mixed precision on CUDA")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>.state, saved after every epoch, instead of starting over")
     return cli.add_common(p, dataset=False)
 
 
@@ -53,7 +57,7 @@ def main(args):
     dataset = preset["dataset"]
     d = DATASETS[dataset]
     arch = args.arch or d["victim_arch"]
-    device = cli.get_device(args.gpu)
+    device = dd.setup(cli.get_device(args.gpu))
     init_seed = seeds.derive(args.seed, args.role, arch, args.tag, args.index)
     cli.seed_everything(init_seed)
     images = role_data(preset, args.data_dir, args.seed, ROLES[args.role], args.gamma)
@@ -61,16 +65,22 @@ def main(args):
     if args.epochs:
         cfg["epochs"] = args.epochs
     model = get_model(arch, d["num_classes"], d["channels"])
+    out = out_path(args, arch)
+    state = checkpoints.training_state(out, args.resume)
     start = time.time()
     train(model, images, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], momentum=cfg["momentum"],
-          wd=cfg["wd"], device=device, seed=init_seed, amp=args.amp, desc=f"{args.role} {arch}{args.tag}")
+          wd=cfg["wd"], device=device, seed=init_seed, amp=args.amp, desc=f"{args.role} {arch}{args.tag}",
+          state_path=state)
     metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
                    stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
                                          dataset, device),
                    train_images=len(images), seconds=round(time.time() - start, 1))
-    out = out_path(args, arch)
+    if not dd.is_main():
+        return out, metrics
     save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role=args.role,
-                                      preset=preset, seed=args.seed, init_seed=init_seed, train=cfg, metrics=metrics))
+                                      preset=preset, seed=args.seed, init_seed=init_seed, train=cfg, metrics=metrics,
+                                      world_size=dd.world()))
+    checkpoints.remove(state)
     print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
           f"({metrics['train_images']} images, {metrics['seconds']} s)")
     return out, metrics

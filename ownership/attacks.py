@@ -20,30 +20,30 @@ from .data import ImageSet
 from .training import predict, train
 
 
-def distillation(victim, student, data, dataset, cfg, device, seed):
+def distillation(victim, student, data, dataset, cfg, device, seed, **kw):
     return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
-                 seed=seed, teacher=victim, temperature=cfg.get("temperature", 1.0), desc="distillation")
+                 seed=seed, teacher=victim, temperature=cfg.get("temperature", 1.0), desc="distillation", **kw)
 
 
 def _labelled_by_victim(victim, data, dataset, device):
     return ImageSet(data.x, predict(victim, data, dataset, device).argmax(1), data.classes, data.idx)
 
 
-def fine_tune(victim, data, dataset, cfg, device, seed):
+def fine_tune(victim, data, dataset, cfg, device, seed, **kw):
     model = copy.deepcopy(victim)
     return train(model, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="fine-tune")
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="fine-tune", **kw)
 
 
-def label_query(victim, student, data, dataset, cfg, device, seed):
+def label_query(victim, student, data, dataset, cfg, device, seed, **kw):
     return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="label-query")
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="label-query", **kw)
 
 
-def logit_query(victim, student, data, dataset, cfg, device, seed):
+def logit_query(victim, student, data, dataset, cfg, device, seed, **kw):
     soft = predict(victim, data, dataset, device)
     return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
-                 seed=seed, soft=soft, desc="logit-query")
+                 seed=seed, soft=soft, desc="logit-query", **kw)
 
 
 class Generator(nn.Module):
@@ -105,7 +105,7 @@ def zero_shot(victim, student, dataset_info, cfg, device, seed):
     return student
 
 
-def fine_tune_student(victim, student, data, dataset, cfg, device, seed):
+def fine_tune_student(victim, student, data, dataset, cfg, device, seed, **kw):
     """Second stage of the multi-stage attack: fine-tune a stolen student on other data labelled by the victim."""
     return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="multi-stage fine-tune")
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="multi-stage fine-tune", **kw)

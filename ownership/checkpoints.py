@@ -93,3 +93,20 @@ def model_record(model, arch, num_classes, in_channels, dataset, **extra):
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return dict(state_dict=sd, arch=arch, num_classes=num_classes, in_channels=in_channels,
                 dataset=dataset, **extra)
+
+
+def training_state(out, resume, stages=1):
+    """Path of the per-epoch training state next to checkpoint `out` (<out>.state, then <out>.state2 ...
+    for later stages). Without `resume`, states left by an earlier run are discarded."""
+    from . import distributed
+    state = out + ".state"
+    if not resume and distributed.is_main():
+        remove(state, *[f"{state}{k}" for k in range(2, stages + 1)])
+    distributed.barrier()
+    return state
+
+
+def remove(*files):
+    for f in files:
+        if os.path.exists(f):
+            os.remove(f)
