@@ -23,11 +23,12 @@ import gradientset
 import steal
 import train_clf
 import train_model
-from ownership import cli, paths, verify
+from ownership import blackbox, cli, paths, verify
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
 
+ACCESSES = ["white-box", "black-box"]
 ROW_MODES = ["source", "distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
 
 
@@ -41,6 +42,11 @@ def get_parser():
                         "for the smoke preset)")
     p.add_argument("--gpu", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--protocol", default="ours", choices=["ours", "reference"],
+                   help="ours: meta-classifier on several victim-like and benign models, held-out benign "
+                        "reference, the paper's one-sided paired test; reference: the reference code's protocol "
+                        "(one victim against one benign model, that same benign model as reference, Welch "
+                        "two-sided, harmonic mean of 40 draws), for comparison")
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--debug", action="store_true")
     return p
@@ -78,8 +84,9 @@ def main(args):
     ds = preset["dataset"]
     d = DATASETS[ds]
     va, aa = d["victim_arch"], d["attacker_arch"]
+    archs = list(dict.fromkeys([va, aa]))
     workdir = args.workdir or (os.path.join(cli.REPO, "results", "smoke") if args.preset == "smoke" else cli.REPO)
-    out = args.out or os.path.join(cli.REPO, "results", args.preset)
+    out = args.out or os.path.join(cli.REPO, "results", args.preset + ("-reference" if args.protocol == "reference" else ""))
     dirs = dict(data=os.path.join(workdir, "data"), model=os.path.join(workdir, "model"),
                 grad=os.path.join(workdir, "gradients_set"), prob=os.path.join(workdir, "prob"))
     common = ["--seed", str(args.seed), "--gamma", str(preset["gamma"]), "--data-dir", dirs["data"],
@@ -97,24 +104,30 @@ def main(args):
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
     st.run("embed", os.path.join(styled, "index.json"), embed_features, common + ["--preset", args.preset, "--preview"])
 
-    # 2. victims, benign models, held-out references, independent models
-    models = {}
-    for arch in (va, aa):
-        models[("victim", arch)] = paths.victim(M, arch)
-        models[("benign", arch)] = paths.benign(M, arch)
-        models[("reference", arch)] = paths.benign(M, arch, "-ref")
-        st.run("train", models[("victim", arch)], train_model, staged + ["--role", "victim", "--arch", arch])
-        st.run("train", models[("benign", arch)], train_model, staged + ["--role", "benign", "--arch", arch])
-        st.run("train", models[("reference", arch)], train_model,
-               staged + ["--role", "benign", "--arch", arch, "--tag=-ref"])
+    # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
+    #    benign-<arch> first, then other seeds: -s1, -s2 ...), and the held-out benign reference
+    n_v, n_b = preset["clf_models"]["victims"], preset["clf_models"]["benigns"]
+    if args.protocol == "reference":
+        n_v = n_b = 1
+    tags = lambda n: [""] + [f"-s{k}" for k in range(1, n)]  # noqa: E731
+    pos, neg, refs = {}, {}, {}
+    for arch in archs:
+        pos[arch] = [paths.victim(M, arch, t) for t in tags(n_v)]
+        neg[arch] = [paths.benign(M, arch, t) for t in tags(n_b)]
+        for role, files in (("victim", pos[arch]), ("benign", neg[arch])):
+            for t, f in zip(tags(len(files)), files):
+                st.run("train", f, train_model, staged + ["--role", role, "--arch", arch, f"--tag={t}"])
+        # the reference protocol uses the benign model the classifier saw; ours a held-out one
+        refs[arch] = neg[arch][0] if args.protocol == "reference" else paths.benign(M, arch, "-ref")
+        st.run("train", refs[arch], train_model, staged + ["--role", "benign", "--arch", arch, "--tag=-ref"])
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)
         st.run("train", path, train_model, staged + ["--role", "independent", "--arch", arch, "--index", str(k)])
-        independents.append((f"independent-{k}", path, arch))
+        independents.append(("independent", path, arch))
 
     # 3. the attacks
-    suspects = [("source", models[("victim", va)], va)]
+    suspects = [("source", pos[va][0], va)]
     for mode in ROW_MODES[1:]:
         arch = va if mode == "fine-tune" else aa
         path = paths.attack(M, mode, arch)
@@ -122,83 +135,102 @@ def main(args):
         suspects.append((mode, path, arch))
     suspects += independents
 
-    # 4. gradient sets and 5. meta-classifiers, one per architecture
+    # 4. gradient sets and 5. meta-classifiers, per architecture and access
     clfs = {}
-    for arch in (va, aa):
-        pos, neg = [models[("victim", arch)]], [models[("benign", arch)]]
-        for m in pos + neg:
+    c = preset["clf"]
+    suffix = "-refprotocol" if args.protocol == "reference" else ""
+    for arch in archs:
+        for m in pos[arch] + neg[arch]:
             st.run("gradients", paths.gradient_set(dirs["grad"], m, styled), gradientset,
                    common + ["--dataset", ds, "--m", m])
-        clfs[arch] = paths.clf(M, ds, arch)
-        c = preset["clf"]
-        st.run("clf", clfs[arch], train_clf,
-               common + ["--dataset", ds, "--type", arch, "--pos", *pos, "--neg", *neg, "--mlp_epoch", str(c["epochs"]),
-                         "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap", str(c["hidden_cap"])])
+        for access in ACCESSES:
+            path = paths.clf(M, ds, arch, access).replace(".pt", suffix + ".pt")
+            st.run("clf", path, train_clf,
+                   common + ["--dataset", ds, "--type", arch, "--access", access, "--pos", *pos[arch], "--neg",
+                             *neg[arch], "--mlp_epoch", str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size",
+                             str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out", path])
+            clfs[(arch, access)] = path
 
-    # 6. verification of every suspect against the held-out benign reference of its architecture
+    # 6. verification of every suspect against the benign reference of its architecture
     start = time.time()
     images = role_data(preset, dirs["data"], args.seed, "styled-test", preset["gamma"])
+    clean_x = blackbox.originals(images, ds, dirs["data"], "test")
+    test_name = "reference" if args.protocol == "reference" else "paper"
     ref_probs, rows, probs_out = {}, [], {}
-    for mode, path, arch in suspects:
-        clf = load_checkpoint(clfs[arch], "meta-classifier")
-        if arch not in ref_probs:
-            ref, _ = load_model(models[("reference", arch)], device=device)
-            ref_probs[arch] = verify.probabilities(ref, clf, images, ds, device, seed=args.seed)
+    for i, (mode, path, arch) in enumerate(suspects):
         model, ck = load_model(path, device=device)
-        p_s = verify.probabilities(model, clf, images, ds, device, seed=args.seed)
-        r = verify.test(p_s, ref_probs[arch], preset["m"], preset["tau"], "paper", args.seed)
-        probs_out[mode] = (p_s, ref_probs[arch])
         met = ck.get("metrics", {})
-        rows.append(dict(mode=mode.split("-")[0] if mode.startswith("independent") else mode,
-                         suspect=os.path.relpath(path, workdir), arch=arch, clean_acc=met.get("clean_acc"),
-                         stylised_acc=met.get("stylised_acc"), p_value=r["p_value"], delta_mu=r["delta_mu"],
-                         verdict=r["verdict"]))
+        row = dict(mode=mode, suspect=os.path.relpath(path, workdir), arch=arch, clean_acc=met.get("clean_acc"),
+                   stylised_acc=met.get("stylised_acc"))
+        for access in ACCESSES:
+            clf = load_checkpoint(clfs[(arch, access)], "meta-classifier")
+            if (arch, access) not in ref_probs:
+                ref, _ = load_model(refs[arch], device=device)
+                ref_probs[(arch, access)] = verify.probabilities(ref, clf, images, ds, device, seed=args.seed,
+                                                                 clean_x=clean_x)
+            p_s = verify.probabilities(model, clf, images, ds, device, seed=args.seed, clean_x=clean_x)
+            p_b = ref_probs[(arch, access)]
+            r = verify.test(p_s, p_b, preset["m"], preset["tau"], test_name, args.seed)
+            key = "" if access == "white-box" else "bb_"
+            row.update({key + "p_value": r["p_value"], key + "delta_mu": r["delta_mu"], key + "verdict": r["verdict"]})
+            probs_out[f"{i}:{mode}:{access}"] = (p_s, p_b)
+        rows.append(row)
     st.timings["verify"] = round(time.time() - start, 1)
     st.timings["total"] = round(time.time() - t0, 1)
-    clf_info = {arch: dict(path=os.path.relpath(clfs[arch], workdir),
-                           trained_on=load_checkpoint(clfs[arch]).get("sources"),
-                           reference=os.path.relpath(models[("reference", arch)], workdir)) for arch in clfs}
-    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, test="paired one-sided t-test (paper)",
-                  m=preset["m"], tau=preset["tau"], alpha=verify.ALPHA, rows=rows, classifiers=clf_info,
-                  timings=st.timings)
+    clf_info = {f"{arch}/{access}": dict(path=os.path.relpath(clfs[(arch, access)], workdir),
+                                         trained_on=load_checkpoint(clfs[(arch, access)]).get("sources"),
+                                         held_out_acc=load_checkpoint(clfs[(arch, access)]).get("test_acc"),
+                                         reference=os.path.relpath(refs[arch], workdir))
+                for arch in archs for access in ACCESSES}
+    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=args.protocol,
+                  test=verify.TESTS[test_name], m=preset["m"], tau=preset["tau"], alpha=verify.ALPHA, rows=rows,
+                  classifiers=clf_info, timings=st.timings)
     write_results(out, result, probs_out)
     print(table(result))
-    print(f"wrote {out}/results.json, results.md, results.png")
+    print(f"wrote {out}/results.json, results.md, results.png, probs.npz")
     return result
 
 
 def table(result):
-    head = "| mode | suspect | arch | clean acc | stylised acc | p-value | Δμ | verdict |\n|---|---|---|---|---|---|---|---|"
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [head] + [f"| {r['mode']} | {r['suspect']} | {r['arch']} | {fmt(r['clean_acc'])} | "
-                      f"{fmt(r['stylised_acc'])} | {r['p_value']:.2e} | {r['delta_mu']:.3f} | {r['verdict']} |"
-                      for r in result["rows"]]
+    lines = ["| mode | suspect | arch | clean acc | stylised acc | white-box p | Δμ | verdict | black-box p | Δμ | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['mode']} | {r['suspect']} | {r['arch']} | {fmt(r['clean_acc'])} | {fmt(r['stylised_acc'])} | "
+                     f"{r['p_value']:.2e} | {r['delta_mu']:.3f} | {r['verdict']} | "
+                     f"{r['bb_p_value']:.2e} | {r['bb_delta_mu']:.3f} | {r['bb_verdict']} |")
     return "\n".join(lines)
 
 
 def write_results(out, result, probs):
     atomic_write(os.path.join(out, "results.json"), lambda tmp: open(tmp, "w").write(json.dumps(result, indent=1)))
-    md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']})\n\n"
+    atomic_write(os.path.join(out, "probs.npz"), lambda tmp: np.savez(
+        tmp, **{f"{k}:suspect": v[0] for k, v in probs.items()}, **{f"{k}:reference": v[1] for k, v in probs.items()}))
+    md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']}, protocol {result['protocol']})\n\n"
           f"Test: {result['test']}, m = {result['m']}, tau = {result['tau']}, alpha = {result['alpha']}.\n\n"
-          + table(result) + "\n\nStage timings (s): "
-          + ", ".join(f"{k} {v}" for k, v in result["timings"].items()) + "\n")
+          + table(result) + "\n\nMeta-classifiers: "
+          + "; ".join(f"{k}: held-out acc {v['held_out_acc']:.3f}, reference {v['reference']}"
+                      for k, v in result["classifiers"].items())
+          + "\n\nStage timings (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()) + "\n")
     atomic_write(os.path.join(out, "results.md"), lambda tmp: open(tmp, "w").write(md))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(1.2 * len(probs) + 2, 3.5))
-    data, labels = [], []
-    for mode, (p_s, p_b) in probs.items():
-        data += [p_s, p_b]
-        labels += [mode, "ref"]
-    parts = ax.boxplot(data, patch_artist=True)
-    for i, box in enumerate(parts["boxes"]):
-        box.set_facecolor("tab:red" if i % 2 == 0 else "tab:gray")
-    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, fontsize=7)
-    ax.set_ylabel("P(stolen)")
-    ax.set_title(f"{result['preset']}: suspects (red) next to the benign reference (grey)")
+    fig, axes = plt.subplots(2, 1, figsize=(0.9 * len(result["rows"]) + 3, 6.5), sharex=True)
+    for ax, access in zip(axes, ACCESSES):
+        data, labels = [], []
+        for k, (p_s, p_b) in probs.items():
+            if k.endswith(access):
+                data += [p_s, p_b]
+                labels += [k.split(":")[1], "ref"]
+        parts = ax.boxplot(data, patch_artist=True)
+        for i, box in enumerate(parts["boxes"]):
+            box.set_facecolor("tab:red" if i % 2 == 0 else "tab:gray")
+        ax.set_ylabel(f"P(stolen), {access}")
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, fontsize=7)
+    axes[0].set_title(f"{result['preset']}: each suspect (red) next to the benign reference (grey)")
     fig.tight_layout()
-    atomic_write(os.path.join(out, "results.png"), lambda tmp: fig.savefig(tmp, dpi=120))
+    atomic_write(os.path.join(out, "results.png"), lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 

@@ -32,6 +32,15 @@ def benign(model_dir, arch, tag=""):
     return os.path.join(model_dir, "benign", f"benign-{arch}{tag}.pt")
 
 
+def with_seeds(path):
+    """`path` (e.g. model/victim/vict-wrn10-2.pt) followed by its other-seed siblings ...-s1.pt, -s2.pt."""
+    import re
+    stem, folder = os.path.basename(path)[:-3], os.path.dirname(path)
+    extra = sorted((f for f in os.listdir(folder) if re.fullmatch(re.escape(stem) + r"-s\d+\.pt", f))
+                   if os.path.isdir(folder) else [], key=lambda f: int(f[len(stem) + 2:-3]))
+    return [path] + [os.path.join(folder, f) for f in extra]
+
+
 def attack(model_dir, mode, arch):
     return os.path.join(model_dir, "attack", f"atta-{ATTACK_TAGS[mode]}-{arch}.pt")
 

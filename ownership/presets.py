@@ -41,8 +41,8 @@ PRESETS = {
         split=dict(victim=12000, attacker=12000, independent=12000),   # disjoint parts of train
         styled_test=1000,                  # stylised test images used for verification
         eval_test=2000,                    # clean test images for the accuracy columns
-        style=dict(steps=60, lr=0.05, style_weight=1e4, content_weight=1.0, luminance=True,
-                   image_size=64),
+        style=dict(steps=30, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
+                   image_size=28, style_scale=2),   # measured in docs/STYLE.md
         train=dict(epochs=4, lr=0.1, batch=128, **_SGD),
         attacks={
             "distillation": dict(epochs=4, lr=0.1, batch=128, temperature=1.0, data="victim"),
@@ -53,6 +53,7 @@ PRESETS = {
         },
         independents=[("wrn10-1", 101), ("wrn10-2", 102)],
         clf=dict(epochs=40, lr=0.01, batch=128, hidden_cap=256),
+        clf_models=dict(victims=2, benigns=2),   # models per architecture behind each meta-classifier
         m=10, tau=0.0,
     ),
     # A few hundred images end to end in about a minute; used by the tests.
@@ -61,8 +62,8 @@ PRESETS = {
         split=dict(victim=1200, attacker=800, independent=600),
         styled_test=200,
         eval_test=500,
-        style=dict(steps=20, lr=0.05, style_weight=1e4, content_weight=1.0, luminance=True,
-                   image_size=64),
+        style=dict(steps=20, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
+                   image_size=28, style_scale=2),
         train=dict(epochs=2, lr=0.05, batch=64, **_SGD),
         attacks={
             "distillation": dict(epochs=2, lr=0.05, batch=64, temperature=1.0, data="victim"),
@@ -73,6 +74,7 @@ PRESETS = {
         },
         independents=[("wrn10-1", 101), ("wrn10-2", 102)],
         clf=dict(epochs=20, lr=0.01, batch=64, hidden_cap=128),
+        clf_models=dict(victims=2, benigns=2),
         m=10, tau=0.0,
     ),
     # Paper scale, one GPU. CIFAR-10 train is split disjointly: the paper's victim saw all 50k and the
@@ -94,6 +96,7 @@ PRESETS = {
         },
         independents=[("wrn16-1", 101), ("wrn28-10", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),      # 100 epochs, lr 0.01 [R]
+        clf_models=dict(victims=2, benigns=2),
         m=10, tau=0.0,
     ),
     "imagenet": dict(
@@ -112,6 +115,7 @@ PRESETS = {
         },
         independents=[("resnet18-imgnet", 101), ("resnet34-imgnet", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),
+        clf_models=dict(victims=2, benigns=2),
         m=10, tau=0.0,
     ),
 }

@@ -6,6 +6,8 @@ from . import blackbox, gradients, metaclf, stats
 from .cli import UserError
 
 ALPHA = 0.01  # [P]
+TESTS = {"paper": "paired one-sided t-test (paper)",
+         "reference": "reference: Welch two-sided, harmonic mean of 40 draws"}
 
 
 def probabilities(model, clf_ck, images, dataset, device, batch_size=128, seed=0, clean_x=None):

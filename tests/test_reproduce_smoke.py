@@ -30,7 +30,8 @@ def test_results_json(smoke):
         assert set(row) >= {"mode", "suspect", "arch", "clean_acc", "stylised_acc", "p_value", "delta_mu", "verdict"}
         assert 0 <= row["p_value"] <= 1 and -1 <= row["delta_mu"] <= 1
         assert 0 <= row["clean_acc"] <= 1 and 0 <= row["stylised_acc"] <= 1
-        assert row["verdict"] in ("stolen", "not stolen")
+        assert row["verdict"] in ("stolen", "not stolen") and row["bb_verdict"] in ("stolen", "not stolen")
+        assert 0 <= row["bb_p_value"] <= 1
     for stage in ("embed", "train", "steal", "gradients", "clf", "verify"):
         assert stage in res["timings"]
     for f in ("results.md", "results.png"):
@@ -38,11 +39,21 @@ def test_results_json(smoke):
     assert "| source |" in r.stdout  # the table is printed
 
 
+def test_reference_is_held_out(smoke):
+    res = smoke[3]
+    assert res["protocol"] == "ours"
+    for name, c in res["classifiers"].items():
+        assert c["reference"].endswith("-ref.pt")
+        trained = c["trained_on"]["pos"] + c["trained_on"]["neg"]
+        assert len(c["trained_on"]["pos"]) >= 2 and len(c["trained_on"]["neg"]) >= 2
+        assert not any(t.endswith(c["reference"]) for t in trained), name
+
+
 def test_independent_models_not_flagged(smoke):
     # loose threshold: the smoke models are tiny, but an independent model must not look stolen
     for row in smoke[3]["rows"]:
         if row["mode"] == "independent":
-            assert row["p_value"] > 1e-3, row
+            assert row["p_value"] > 1e-3 and row["bb_p_value"] > 1e-3, row
 
 
 def test_rerun_skips_finished_stages(smoke):
