@@ -47,23 +47,24 @@ def logit_query(victim, student, data, dataset, cfg, device, seed, **kw):
 
 
 class Generator(nn.Module):
-    """DFAD/ZSKT generator: z -> Linear -> 128 x s/4 x s/4 -> two x2 upsampling conv blocks -> image,
-    ending in BatchNorm (affine-free) so its output matches normalised inputs."""
+    """DFAD/ZSKT generator: z -> Linear -> 2w x s/4 x s/4 -> two x2 upsampling conv blocks -> image,
+    ending in BatchNorm (affine-free) so its output matches normalised inputs. w = 64 is DFAD's
+    (128 channels after the linear layer); the CPU presets use a narrower one."""
 
-    def __init__(self, z_dim, channels, size):
+    def __init__(self, z_dim, channels, size, width=64):
         super().__init__()
         self.s0 = math.ceil(size / 4)
-        self.size = size
-        self.fc = nn.Linear(z_dim, 128 * self.s0 * self.s0)
+        self.size, self.c0 = size, 2 * width
+        self.fc = nn.Linear(z_dim, self.c0 * self.s0 * self.s0)
         self.net = nn.Sequential(
-            nn.BatchNorm2d(128), nn.Upsample(scale_factor=2),
-            nn.Conv2d(128, 128, 3, 1, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2, inplace=True),
+            nn.BatchNorm2d(self.c0), nn.Upsample(scale_factor=2),
+            nn.Conv2d(self.c0, self.c0, 3, 1, 1, bias=False), nn.BatchNorm2d(self.c0), nn.LeakyReLU(0.2, inplace=True),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(128, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(64, channels, 3, 1, 1), nn.Tanh(), nn.BatchNorm2d(channels, affine=False))
+            nn.Conv2d(self.c0, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(width, channels, 3, 1, 1), nn.Tanh(), nn.BatchNorm2d(channels, affine=False))
 
     def forward(self, z):
-        x = self.net(self.fc(z).view(len(z), 128, self.s0, self.s0))
+        x = self.net(self.fc(z).view(len(z), self.c0, self.s0, self.s0))
         return x[:, :, :self.size, :self.size]
 
 
@@ -71,7 +72,7 @@ def zero_shot(victim, student, dataset_info, cfg, device, seed):
     """DFAD: `iterations` generator steps, each after `student_steps` student steps. Student: SGD with
     cosine decay; generator: Adam. Neither sees a real image."""
     g = torch.Generator(device="cpu").manual_seed(seed)
-    gen = Generator(cfg["z_dim"], dataset_info["channels"], dataset_info["size"]).to(device)
+    gen = Generator(cfg["z_dim"], dataset_info["channels"], dataset_info["size"], cfg.get("gen_width", 64)).to(device)
     student.to(device).train()
     victim.eval().requires_grad_(False)  # the generator's loss flows through the victim, not into it
     opt_s = torch.optim.SGD(student.parameters(), lr=cfg["lr_s"], momentum=0.9, weight_decay=5e-4)
