@@ -48,6 +48,7 @@ def get_parser():
                         "(one victim against one benign model, that same benign model as reference, Welch "
                         "two-sided, harmonic mean of 40 draws), for comparison")
     p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -93,6 +94,8 @@ def main(args):
               "--model-dir", dirs["model"], "--grad-dir", dirs["grad"], "--prob-dir", dirs["prob"]]
     if args.gpu is not None:
         common += ["--gpu", str(args.gpu)]
+    if args.deterministic:
+        common += ["--deterministic"]
     staged = common + ["--preset", args.preset, "--scale", str(args.scale), "--resume"]
     os.makedirs(out, exist_ok=True)
     st = Stages(os.path.join(out, "manifest.json"), preset, args.force)

@@ -46,8 +46,18 @@ def add_common(parser, dataset=True):
     parser.add_argument("--gamma", type=float, default=0.1,
                         help="fraction of the training set that carries the external feature (names the "
                              "transformed folder, e.g. fmnist_seurat_10%%)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic GPU kernels (cuDNN/cuBLAS); the CPU is deterministic anyway")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
+
+
+def make_deterministic():
+    """Same seed, same numbers on CUDA too: deterministic cuDNN/cuBLAS kernels (slower; see README)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def get_device(gpu):
@@ -72,6 +82,8 @@ def seed_everything(seed):
 def run(main, parser, argv=None):
     """Parse, run main(args), and turn UserError (and missing files) into one stderr line, exit 2."""
     args = parser.parse_args(argv)
+    if getattr(args, "deterministic", False):
+        make_deterministic()
     if getattr(args, "debug", False):
         return main(args)
     warnings.filterwarnings("ignore", message=".*TypedStorage.*")
