@@ -35,7 +35,8 @@ def get_parser():
     p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
     p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")
     p.add_argument("--epochs", type=int, default=None, help="override the preset")
-    p.add_argument("--amp", default=None, choices=["bf16"], help="mixed precision on CUDA")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
+                   help="mixed precision: auto = bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state, saved after every epoch, instead of starting over")

@@ -66,6 +66,8 @@ def get_device(gpu):
         if gpu is not None:
             print(f"note: --gpu {gpu} given but no CUDA device exists; running on the CPU", file=sys.stderr)
         return torch.device("cpu")
+    if not torch.backends.cudnn.deterministic:
+        torch.backends.cudnn.benchmark = True
     if gpu is None:
         return torch.device("cuda")
     if gpu >= torch.cuda.device_count():

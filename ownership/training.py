@@ -24,7 +24,8 @@ def lr_at(step, total, lr_max):
 
 
 def autocast(device, amp):
-    if amp == "bf16" and torch.device(device).type == "cuda":
+    """bf16 autocast on CUDA for amp 'bf16' or 'auto' (the default); fp32 otherwise and on the CPU."""
+    if amp in ("bf16", "auto") and torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -35,7 +36,7 @@ def soft_ce(logits, probs, temperature=1.0):
 
 
 def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, device="cpu", seed=0,
-          soft=None, teacher=None, teacher_hard=False, temperature=1.0, augment=True, amp=None,
+          soft=None, teacher=None, teacher_hard=False, temperature=1.0, augment=True, amp="auto",
           desc="train", state_path=None):
     """Train `model` in place on ImageSet `images` and return it.
 
