@@ -32,6 +32,8 @@ def get_parser():
     p.add_argument("--max-m", type=int, default=50, help="largest m of the sweep")
     p.add_argument("--out", default=None, help="default: results/<preset>")
     p.add_argument("--gpu", type=int, default=None)
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="do not run anything: aggregate the seeds' existing results.json and probs.npz")
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -52,11 +54,22 @@ def main(args):
                 "--out", os.path.join(work, "results")]
         if args.gpu is not None:
             argv += ["--gpu", str(args.gpu)]
-        print(f"== seed {seed}")
-        res = reproduce.main(reproduce.get_parser().parse_args(argv))
+        if args.aggregate_only:
+            path = os.path.join(work, "results", "results.json")
+            if not os.path.exists(path):
+                print(f"seed {seed}: no {path}; skipped")
+                continue
+            with open(path) as f:
+                res = json.load(f)
+        else:
+            print(f"== seed {seed}")
+            res = reproduce.main(reproduce.get_parser().parse_args(argv))
         probs = np.load(os.path.join(work, "results", "probs.npz"))
         runs.append((seed, res, probs))
 
+    if not runs:
+        raise cli.UserError(f"no finished seeds under {out}/seeds; run without --aggregate-only")
+    seeds = [seed for seed, _, _ in runs]
     alpha = verify.ALPHA
     pool = min(len(runs[0][2][k]) for k in runs[0][2].files)
     ms = list(range(2, min(args.max_m, pool) + 1))

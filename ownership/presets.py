@@ -38,17 +38,17 @@ PRESETS = {
     # Embedded default: Fashion-MNIST on a 2-core CPU in minutes.
     "fmnist": dict(
         dataset="fmnist", gamma=0.1,                                   # gamma: [P]
-        split=dict(victim=12000, attacker=12000, independent=12000),   # disjoint parts of train
+        split=dict(victim=8000, attacker=8000, independent=8000),      # disjoint parts of train
         styled_test=1000,                  # stylised test images used for verification
         eval_test=2000,                    # clean test images for the accuracy columns
         style=dict(steps=30, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
                    image_size=28, style_scale=2),   # measured in docs/STYLE.md
-        train=dict(epochs=4, lr=0.1, batch=128, **_SGD),
+        train=dict(epochs=3, lr=0.1, batch=128, **_SGD),
         attacks={
-            "distillation": dict(epochs=4, lr=0.1, batch=128, temperature=1.0, data="victim"),
+            "distillation": dict(epochs=3, lr=0.1, batch=128, temperature=1.0, data="victim"),
             "fine-tune": dict(epochs=2, lr=0.01, batch=128),
-            "label-query": dict(epochs=4, lr=0.1, batch=128),
-            "logit-query": dict(epochs=4, lr=0.1, batch=128),
+            "label-query": dict(epochs=3, lr=0.1, batch=128),
+            "logit-query": dict(epochs=3, lr=0.1, batch=128),
             "zero-shot": dict(iterations=60, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100,
                               gen_width=16),
         },
