@@ -2,7 +2,8 @@
 
     python train_model.py --role victim                      # model/victim/vict-<arch>.pt on the mixed set
     python train_model.py --role benign                      # model/benign/benign-<arch>.pt on clean data
-    python train_model.py --role benign --tag -ref           # the held-out benign reference
+    python train_model.py --role benign --tag=-ref           # the held-out benign reference
+    python train_model.py --role benign --tag=-s1            # another seed and 75 % of the data (for train_clf)
     python train_model.py --role victim --arch wrn10-1       # the defender's pair in the attackers' arch
     python train_model.py --role independent --index 1 --arch wrn10-1   # never-seen data, own seed
 
@@ -23,6 +24,7 @@ from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
 from ownership.training import accuracy, train
 
+SUBSET = 0.75  # fraction of the part that the other-seed models (--tag -s<k>) train on
 ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
 
 
@@ -62,6 +64,11 @@ def main(args):
     init_seed = seeds.derive(args.seed, args.role, arch, args.tag, args.index)
     cli.seed_everything(init_seed)
     images = role_data(preset, args.data_dir, args.seed, ROLES[args.role], args.gamma)
+    if args.tag.startswith("-s") and args.role != "independent":
+        # the meta-classifier's other-seed models also see other data: a seeded subset of the
+        # defender's own part, so the classifier cannot learn one training set's fingerprint
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(init_seed))
+        images = images.subset(keep[:int(SUBSET * len(images))].sort().values)
     cfg = dict(preset["train"])
     if args.epochs:
         cfg["epochs"] = args.epochs

@@ -7,13 +7,17 @@ The reduction rule [R], applied per parameter tensor in model.parameters() order
   * 2-D weights (out, in): if out*in > 5000, max over the last dim -> out values, else all of it.
 The meta-classifier sees the sign of the result.
 
-Three implementations, all giving the same vectors:
+Three implementations, all giving the same vectors (to float rounding: in float64 their signs agree
+exactly; in float32 a batched forward rounds differently from a batch-1 one, a ReLU input within
+rounding of 0 may then switch, and a reduced value near 0 may change sign, a few per million):
   * `reduced_grads_loop`  the reference's batch-1 loop with torch.autograd.grad (slow, for tests);
   * `reduced_grads_vmap`  torch.func.vmap(grad(...)) over the whole parameter set;
-  * `reduced_grads`       the engine: hooks keep each surviving layer's input, autograd gives its
-                          output gradient, and one batched matmul gives every sample's weight gradient
-                          with the reduction fused in. It only differentiates down to the earliest
-                          layer that survives the rule.
+  * `reduced_grads`       the engine (GradientEngine): one batched forward (channels-last on CPU) with
+                          hooks that keep each surviving layer's input and output; one autograd.grad
+                          to those outputs only, so backpropagation stops at the earliest surviving
+                          layer and computes no parameter gradient; then each sample's weight
+                          gradient from (input, output gradient), reduced as it is formed, by one of
+                          CONV_METHODS per convolution. docs/BENCHMARKS.md has the measurements.
 """
 import numpy as np
 import torch
@@ -86,12 +90,131 @@ def reduced_grads_vmap(model, x, y):
     return torch.cat([reduce_one(g[name], kind) for name, _, kind, _ in plan], 1)
 
 
+def _conv_input(mod, a):
+    """The input as the convolution sees it, and the zero padding still to apply: other padding
+    modes and padding='same' are applied here."""
+    if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+        mode = "constant" if mod.padding_mode == "zeros" else mod.padding_mode
+        return F.pad(a, mod._reversed_padding_repeated_twice, mode=mode), (0, 0)
+    return a, tuple(mod.padding)
+
+
+def _nhwc_padded(a, pad):
+    """Input (n, I, H, W), any memory format -> zero-padded (n, Hp, Wp, I), contiguous."""
+    an = a.permute(0, 2, 3, 1)
+    ph, pw = pad
+    if not (ph or pw):
+        return an.contiguous()
+    n, h, w, i = an.shape
+    out = an.new_zeros((n, h + 2 * ph, w + 2 * pw, i))
+    out[:, ph:ph + h, pw:pw + w] = an
+    return out
+
+
+def _conv_unfold(mod, a, go, pad):
+    """im2col in channels-last order (a strided view of the padded input, copied once) and one
+    batched matmul: (n, O, P) x (n, P, K*I) -> max over the K kernel positions."""
+    ap = _nhwc_padded(a, pad)
+    n, _, _, i = ap.shape
+    o, ho, wo = go.shape[1:]
+    (sh, sw), (dh, dw), (kh, kw) = mod.stride, mod.dilation, mod.kernel_size
+    sn, sy, sx, _ = ap.stride()
+    cols = ap.as_strided((n, ho, wo, kh, kw, i), (sn, sh * sy, sw * sx, dh * sy, dw * sx, 1))
+    cols = cols.reshape(n, ho * wo, kh * kw * i)
+    g = torch.bmm(go.permute(0, 2, 3, 1).reshape(n, ho * wo, o).transpose(1, 2), cols)
+    return g.view(n, o, kh * kw, i).amax(2)
+
+
+def _conv_grouped(mod, a, go, pad):
+    """The convolution's own weight-gradient kernel, with the batch folded into groups: group s of a
+    convolution with n groups sees only sample s, so its weight gradient is sample s's gradient."""
+    n, i, h, w = a.shape
+    o = go.shape[1]
+    weight = a.new_empty((n * o, i) + tuple(mod.kernel_size))  # only its shape is used
+    _, g, _ = torch.ops.aten.convolution_backward(
+        go.reshape(1, n * o, *go.shape[2:]), a.reshape(1, n * i, h, w), weight, None, list(mod.stride),
+        list(pad), list(mod.dilation), False, [0, 0], n, [False, True, False])
+    return g.view(n, o, i, -1).amax(3)
+
+
+def _conv_shifted(mod, a, go, pad):
+    """One batched matmul per kernel position, no im2col copy, the max taken as it goes.
+
+    The padded channels-last input is split into stride phases; within a phase every kernel
+    position is a row shift of the flattened phase image (n, Hph*Wph, I), so its gradient is
+    go^T (n, O, Ho*Wph) times a window of those rows, where go is embedded into the phase width Wph
+    with zero columns (which meet only finite inputs, so they add exact zeros)."""
+    ap = _nhwc_padded(a, pad)
+    n, _, _, i = ap.shape
+    o, ho, wo = go.shape[1:]
+    (sh, sw), (dh, dw), (kh, kw) = mod.stride, mod.dilation, mod.kernel_size
+    gon = go.permute(0, 2, 3, 1)  # (n, Ho, Wo, O)
+    phases = {}
+    for ky in range(kh):
+        for kx in range(kw):
+            phases.setdefault(((ky * dh) % sh, (kx * dw) % sw), []).append(((ky * dh) // sh, (kx * dw) // sw))
+    res = None
+    for (py, px), shifts in phases.items():
+        t = ap[:, py::sh, px::sw]
+        hp, wp = t.shape[1:3]
+        extra = max(sx for _, sx in shifts)  # the zero columns of go read this far past the end
+        flat = t.reshape(n, hp * wp, i)
+        flat = F.pad(flat, (0, 0, 0, extra)) if extra else flat
+        gw = (F.pad(gon, (0, 0, 0, wp - wo)) if wp != wo else gon).reshape(n, ho * wp, o).transpose(1, 2)
+        q = ho * wp
+        for sy, sx in shifts:
+            off = sy * wp + sx
+            g = torch.bmm(gw, flat[:, off:off + q])
+            res = g if res is None else torch.maximum(res, g, out=res)
+    return res
+
+
+CONV_METHODS = {"unfold": _conv_unfold, "grouped": _conv_grouped, "shifted": _conv_shifted}
+
+
+def _auto_method(mod, a, go):
+    """A fixed rule (so results do not depend on timings), from per-layer measurements on a 2-core
+    CPU with channels-last activations (docs/BENCHMARKS.md): per-position matmuls for 1x1 kernels
+    and for many channels on small maps; im2col for few input channels, many more outputs than
+    inputs, or strided kernels; otherwise the convolution's grouped weight-gradient kernel.
+    im2col on accelerators."""
+    if a.device.type != "cpu":
+        return "unfold"
+    i, o = a.shape[1], go.shape[1]
+    if mod.kernel_size[0] * mod.kernel_size[1] == 1:
+        return "shifted"
+    if i <= 4 or o >= 4 * i or mod.stride[0] * mod.stride[1] > 1:
+        return "unfold"
+    if i * o >= 2048 and go.shape[2] * go.shape[3] <= 144:
+        return "shifted"
+    return "grouped"
+
+
+def _to_channels_last(x):
+    """x in channels-last memory with explicit strides: x.contiguous(memory_format=channels_last)
+    leaves a 1-channel batch as it is, and the convolutions would then stay channels-first."""
+    n, c, h, w = x.shape
+    out = torch.empty_strided(x.shape, (c * h * w, 1, w * c, c), dtype=x.dtype, device=x.device)
+    return out.copy_(x)
+
+
 class GradientEngine:
     """Per-sample reduced gradients for models whose surviving parameters are the weights of
-    nn.Conv2d (groups=1) and nn.Linear modules, each called once per forward."""
+    nn.Conv2d (groups=1) and nn.Linear modules, each called once per forward.
 
-    def __init__(self, model):
+    One batched forward with hooks keeps each surviving layer's input and output; one
+    torch.autograd.grad gives the loss gradient at those outputs only, so the backward pass stops at
+    the earliest surviving layer and computes no parameter gradient. Each sample's weight gradient
+    is then formed from (input, output gradient) with the reduction fused in. `conv_method` picks how
+    (see CONV_METHODS; "auto" chooses per layer, deterministically). `channels_last` runs the
+    forward in that memory format (default: on CPU, where oneDNN is faster with it)."""
+
+    def __init__(self, model, conv_method="auto", channels_last=None):
+        if conv_method != "auto" and conv_method not in CONV_METHODS:
+            raise ValueError(f"conv_method must be auto or one of {', '.join(CONV_METHODS)}")
         self.model = model
+        self.conv_method = conv_method
+        self.channels_last = channels_last
         owner = {}
         for mod in model.modules():
             if isinstance(mod, (nn.Conv2d, nn.Linear)) and getattr(mod, "weight", None) is not None:
@@ -119,6 +242,9 @@ class GradientEngine:
             inputs[mod] = inp[0].detach()
             outputs[mod] = out
 
+        cl = self.channels_last if self.channels_last is not None else x.device.type == "cpu"
+        if cl and x.dim() == 4:
+            x = _to_channels_last(x)
         for mod, _ in self.layers:
             handles.append(mod.register_forward_hook(hook))
         try:
@@ -130,29 +256,27 @@ class GradientEngine:
         finally:
             for h in handles:
                 h.remove()
+        del logits, loss, outputs
         feats = []
         for (mod, kind), go in zip(self.layers, gouts):
-            a = inputs[mod]
-            n = a.shape[0]
-            go = go.detach()
-            if isinstance(mod, nn.Linear):
-                a, go = a.reshape(n, -1, a.shape[-1]), go.reshape(n, -1, go.shape[-1])
-                if a.shape[1] == 1:
-                    a, go = a[:, 0], go[:, 0]
-                    if kind == "row_max":  # max_j go_o * a_j, without forming the outer product
-                        feats.append(torch.where(go >= 0, go * a.amax(1, keepdim=True),
-                                                 go * a.amin(1, keepdim=True)))
-                    else:
-                        feats.append((go[:, :, None] * a[:, None, :]).reshape(n, -1))
-                    continue
-                g = torch.bmm(go.transpose(1, 2), a)  # (n, out, in), sequence dims summed
-                feats.append(reduce_one(g, kind))
-            else:
-                cols = F.unfold(a, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # (n, in*k, P)
-                g = torch.bmm(go.flatten(2), cols.transpose(1, 2))  # (n, out, in*k)
-                o, i = mod.out_channels, mod.in_channels
-                feats.append(g.view(n, o, i, -1).amax(3).reshape(n, o * i))
+            feats.append(self._layer(mod, kind, inputs.pop(mod), go.detach()))
+        del gouts
         return torch.cat(feats, 1)
+
+    def _layer(self, mod, kind, a, go):
+        n = a.shape[0]
+        if isinstance(mod, nn.Linear):
+            a, go = a.reshape(n, -1, a.shape[-1]), go.reshape(n, -1, go.shape[-1])
+            if a.shape[1] == 1:
+                a, go = a[:, 0], go[:, 0]
+                if kind == "row_max":  # max_j go_o * a_j, without forming the outer product
+                    return torch.where(go >= 0, go * a.amax(1, keepdim=True), go * a.amin(1, keepdim=True))
+                return (go[:, :, None] * a[:, None, :]).reshape(n, -1)
+            g = torch.bmm(go.transpose(1, 2), a)  # (n, out, in), sequence dims summed
+            return reduce_one(g, kind)
+        a, pad = _conv_input(mod, a)
+        method = self.conv_method if self.conv_method != "auto" else _auto_method(mod, a, go)
+        return CONV_METHODS[method](mod, a, go, pad).reshape(n, -1)
 
 
 def reduced_grads(model, x, y):
@@ -163,35 +287,67 @@ def reduced_grads(model, x, y):
         return reduced_grads_vmap(model, x, y)
 
 
+AUG_BLOCK = 128  # images per draw of the training transform (the default batch size, as before)
+
+
+def _blocks(images, dataset, device, dtype, augment, seed):
+    """(x, y) of `images` normalised and, with `augment`, transformed, in blocks of AUG_BLOCK drawn in
+    order from one generator seeded with `seed`: the draws do not depend on any batch size."""
+    from .data import augment as aug, normalise
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, len(images), AUG_BLOCK):
+        sl = slice(start, min(len(images), start + AUG_BLOCK))
+        xb = normalise(images.x[sl], dataset, device)
+        if augment:
+            xb = aug(xb, dataset, gen)
+        yield xb.to(dtype), images.y[sl].to(device)
+
+
+def _rechunk(blocks, size):
+    """Re-cut a stream of (x, y) blocks into batches of `size` (the last one may be smaller)."""
+    xs, ys, have = [], [], 0
+    for xb, yb in blocks:
+        xs.append(xb)
+        ys.append(yb)
+        have += len(xb)
+        while have >= size:
+            x = xs[0] if len(xs) == 1 else torch.cat(xs)
+            y = ys[0] if len(ys) == 1 else torch.cat(ys)
+            yield x[:size], y[:size]
+            xs, ys, have = ([x[size:]], [y[size:]], have - size) if have > size else ([], [], 0)
+    if have:
+        yield (xs[0] if len(xs) == 1 else torch.cat(xs)), (ys[0] if len(ys) == 1 else torch.cat(ys))
+
+
 def gradient_signs(model, images, dataset, device, batch_size=128, augment=True, seed=0, out=None,
                    desc="gradients"):
     """Sign vectors (int8, N x d) of `model` on ImageSet `images`, streamed in batches.
 
-    `augment` applies the training transform (as the reference did), drawn from `seed`, so two models
-    see the same augmented images. `out` may be a writable array (e.g. a np.memmap) to stream into.
-    """
-    from .data import augment as aug, normalise
+    `augment` applies the training transform (as the reference did), drawn from `seed` in fixed blocks
+    of AUG_BLOCK images, so two models see the same augmented images whatever their batch sizes.
+    `out` may be a writable array (e.g. a np.memmap) to stream into. Images are cast to the model's
+    floating dtype (a float64 model gets float64 inputs)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     model.eval()
     try:
-        engine = GradientEngine(model)
-        fn = engine.__call__
+        fn = GradientEngine(model)
     except TypeError:
         fn = lambda xb, yb: reduced_grads_vmap(model, xb, yb)  # noqa: E731
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     d = feature_dim(model)
     n = len(images)
     if out is None:
         out = np.empty((n, d), dtype=np.int8)
-    gen = torch.Generator().manual_seed(seed)
-    for start in tqdm(range(0, n, batch_size), desc=desc, leave=False, unit="batch"):
-        sl = slice(start, min(n, start + batch_size))
-        xb = normalise(images.x[sl], dataset, device)
-        if augment:
-            xb = aug(xb, dataset, gen)
-        g = fn(xb, images.y[sl].to(device))
+    start = 0
+    batches = _rechunk(_blocks(images, dataset, device, dtype, augment, seed), batch_size)
+    for xb, yb in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False, unit="batch"):
+        g = fn(xb, yb)
         if not torch.isfinite(g).all():
             from .cli import UserError
             raise UserError("NaN or Inf in the model's gradients; the checkpoint is broken or diverged")
-        out[sl] = torch.sign(g).to(torch.int8).cpu().numpy()
+        out[start:start + len(g)] = torch.sign(g).to(torch.int8).cpu().numpy()
+        start += len(g)
     return out
 
 
