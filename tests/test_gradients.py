@@ -16,6 +16,16 @@ from network import get_model
 from ownership import gradients as G
 from ownership.data import ImageSet
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread is as fast, and it does not stall (25x slower was seen) while
+    another job holds one of two cores, as OpenMP threads waiting on each other do."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 METHODS = [("auto", None), ("unfold", True), ("grouped", True), ("shifted", True),
            ("unfold", False), ("grouped", False), ("shifted", False)]
 
