@@ -7,7 +7,7 @@ Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one 
 """
 
 from network import MODELS
-from ownership import cli, gradients, paths
+from ownership import cli, gradients
 
 
 def get_parser():

@@ -3,7 +3,6 @@
 WRN-d-k has (d - 4) / 6 basic blocks per group and widths 16k, 32k, 64k. Global average pooling is
 adaptive, so 28x28 (Fashion-MNIST) and 32x32 (CIFAR) inputs both work.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -29,15 +29,14 @@ def _labelled_by_victim(victim, data, dataset, device):
     return ImageSet(data.x, predict(victim, data, dataset, device).argmax(1), data.classes, data.idx)
 
 
-def fine_tune(victim, data, dataset, cfg, device, seed, **kw):
-    model = copy.deepcopy(victim)
-    return train(model, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="fine-tune", **kw)
-
-
-def label_query(victim, student, data, dataset, cfg, device, seed, **kw):
+def label_query(victim, student, data, dataset, cfg, device, seed, desc="label-query", **kw):
+    """Train `student` on `data` labelled by the victim's argmax (one query per image)."""
     return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="label-query", **kw)
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc=desc, **kw)
+
+
+def fine_tune(victim, data, dataset, cfg, device, seed, **kw):
+    return label_query(victim, copy.deepcopy(victim), data, dataset, cfg, device, seed, desc="fine-tune", **kw)
 
 
 def logit_query(victim, student, data, dataset, cfg, device, seed, **kw):
@@ -108,5 +107,4 @@ def zero_shot(victim, student, dataset_info, cfg, device, seed):
 
 def fine_tune_student(victim, student, data, dataset, cfg, device, seed, **kw):
     """Second stage of the multi-stage attack: fine-tune a stolen student on other data labelled by the victim."""
-    return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc="multi-stage fine-tune", **kw)
+    return label_query(victim, student, data, dataset, cfg, device, seed, desc="multi-stage fine-tune", **kw)

@@ -257,7 +257,8 @@ class GradientEngine:
         finally:
             for h in handles:
                 h.remove()
-        del logits, loss, outputs
+        outputs.clear()  # free the graph before the per-layer products
+        del logits, loss
         feats = []
         for (mod, kind), go in zip(self.layers, gouts):
             feats.append(self._layer(mod, kind, inputs.pop(mod), go.detach()))
