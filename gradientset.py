@@ -1,7 +1,7 @@
 """Collect a model's gradient-sign vectors on the transformed (stylised) images.
 
     python gradientset.py --model=wrn16-1 --m=./model/victim/vict-wrn16-1.pt --dataset=cifar10 --gpu=0
-    python gradientset.py --m=./model/victim/vict-wrn10-2.pt --dataset=fmnist
+    python gradientset.py --m=./model/victim/vict-wrn16-1.pt --dataset=fmnist
 
 Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image).
 """

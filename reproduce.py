@@ -123,6 +123,10 @@ def main(args):
         # the reference protocol uses the benign model the classifier saw; ours a held-out one
         refs[arch] = neg[arch][0] if args.protocol == "reference" else paths.benign(M, arch, "-ref")
         st.run("train", refs[arch], train_model, staged + ["--role", "benign", "--arch", arch, "--tag=-ref"])
+    for k, (arch, _) in enumerate(preset["independents"], 1):
+        if arch not in archs:
+            raise cli.UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
+                                f"only for {archs}; use one of those architectures")
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)

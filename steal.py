@@ -5,7 +5,8 @@
     python steal.py --mode fine-tune         # atta-finetune-<victim arch>.pt
     python steal.py --mode label-query       # atta-label-...
     python steal.py --mode logit-query       # atta-logit-...
-    python steal.py --mode multi-stage       # atta-dft-...  distillation, then fine-tuning on other data
+    python steal.py --mode multi-stage       # atta-dft-...  the distillation student (atta-d-...), fine-tuned
+                                             #               on other data labelled by the victim
 
 The attacker's query and fine-tuning data is a part of the training set disjoint from the victim's.
 Distillation uses the victim's own (mixed) training set, as in the paper's threat model. Budgets come
@@ -48,13 +49,13 @@ def main(args):
                              made_by=f"python train_model.py --role victim --preset {args.preset}")
     arch = args.arch or (vck["arch"] if args.mode == "fine-tune" else d["attacker_arch"])
     out = args.out or paths.attack(args.model_dir, args.mode, arch)
-    state = checkpoints.training_state(out, args.resume, stages=2)
+    state = checkpoints.training_state(out, args.resume)
     kw = dict(state_path=state)
     seed = seeds.derive(args.seed, "attack", args.mode, arch)
     cli.seed_everything(seed)
     start = time.time()
     mode = args.mode
-    cfg = preset["attacks"]["distillation" if mode == "multi-stage" else mode]
+    cfg = preset["attacks"].get(mode)
     if mode == "fine-tune":
         model = attacks.fine_tune(victim, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
                                   dataset, cfg, device, seed, **kw)
@@ -62,14 +63,17 @@ def main(args):
         model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed)
     else:
         student = get_model(arch, d["num_classes"], d["channels"])
-        if mode in ("distillation", "multi-stage"):
+        if mode == "distillation":
             role = "victim-mixed" if cfg.get("data", "victim") == "victim" else "attacker"
             model = attacks.distillation(victim, student, role_data(preset, args.data_dir, args.seed, role, args.gamma),
                                          dataset, cfg, device, seed, **kw)
-            if mode == "multi-stage":
-                model = attacks.fine_tune_student(victim, model, role_data(preset, args.data_dir, args.seed,
-                                                  "attacker", args.gamma), dataset, preset["attacks"]["fine-tune"],
-                                                  device, seed, state_path=state + "2")
+        elif mode == "multi-stage":  # the distillation attack's student, then fine-tuned on the attacker's data
+            first = paths.attack(args.model_dir, "distillation", arch)
+            student, _ = load_model(first, arch, d["num_classes"], d["channels"], device, "distillation student",
+                                    made_by=f"python steal.py --mode distillation --preset {args.preset}")
+            cfg = preset["attacks"]["fine-tune"]
+            model = attacks.fine_tune_student(victim, student, role_data(preset, args.data_dir, args.seed, "attacker",
+                                              args.gamma), dataset, cfg, device, seed, **kw)
         else:
             fn = attacks.label_query if mode == "label-query" else attacks.logit_query
             model = fn(victim, student, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
@@ -83,7 +87,7 @@ def main(args):
     save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role="attack", mode=mode,
                                       preset=preset, seed=args.seed, init_seed=seed, attack=cfg, metrics=metrics,
                                       victim=victim_path, world_size=dd.world()))
-    checkpoints.remove(state, state + "2")
+    checkpoints.remove(state)
     print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
           f"({metrics['seconds']} s)")
     return out, metrics

@@ -2,7 +2,7 @@
 against those of benign models (label 0).
 
     python train_clf.py --type=wrn28-10 --dataset=cifar10 --gpu=0
-    python train_clf.py --type=wrn10-2 --dataset=fmnist
+    python train_clf.py --type=wrn16-1 --dataset=fmnist
 
 By default the positives are model/victim/vict-<type>.pt plus the other-seed victims vict-<type>-s<k>.pt,
 and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt (never the held-out reference

@@ -15,7 +15,7 @@ DATASETS = {
     "fmnist": dict(
         num_classes=10, channels=1, size=28, folder="fmnist", styled_prefix="fmnist",
         mean=(0.2860,), std=(0.3530,), augment="crop_flip", pad=2,
-        victim_arch="wrn10-2", attacker_arch="wrn10-1", splits=("train", "test")),
+        victim_arch="wrn16-1", attacker_arch="wrn10-1", splits=("train", "test")),
     "cifar10": dict(
         num_classes=10, channels=3, size=32, folder="cifar10", styled_prefix="cifar10",
         mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),  # [R]
@@ -38,8 +38,8 @@ PRESETS = {
     # Embedded default: Fashion-MNIST on a 2-core CPU in minutes.
     "fmnist": dict(
         dataset="fmnist", gamma=0.1,                                   # gamma: [P]
-        split=dict(victim=8000, attacker=8000, independent=8000),      # disjoint parts of train
-        styled_test=1000,                  # stylised test images used for verification
+        split=dict(victim=6000, attacker=6000, independent=6000),      # disjoint parts of train
+        styled_test=500,                   # stylised test images used for verification (m draws from these)
         eval_test=2000,                    # clean test images for the accuracy columns
         style=dict(steps=30, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
                    image_size=28, style_scale=2),   # measured in docs/STYLE.md
@@ -49,11 +49,11 @@ PRESETS = {
             "fine-tune": dict(epochs=2, lr=0.01, batch=128),
             "label-query": dict(epochs=3, lr=0.1, batch=128),
             "logit-query": dict(epochs=3, lr=0.1, batch=128),
-            "zero-shot": dict(iterations=60, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100,
+            "zero-shot": dict(iterations=40, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100,
                               gen_width=16),
         },
-        independents=[("wrn10-1", 101), ("wrn10-2", 102)],
-        clf=dict(epochs=40, lr=0.01, batch=128, hidden_cap=256),
+        independents=[("wrn10-1", 101), ("wrn16-1", 102)],
+        clf=dict(epochs=20, lr=0.01, batch=128, hidden_cap=256),
         clf_models=dict(victims=2, benigns=2),   # models per architecture behind each meta-classifier
         m=10, tau=0.0,
     ),
@@ -74,7 +74,7 @@ PRESETS = {
             "zero-shot": dict(iterations=10, batch=64, student_steps=5, lr_g=1e-3, lr_s=0.05, z_dim=100,
                               gen_width=16),
         },
-        independents=[("wrn10-1", 101), ("wrn10-2", 102)],
+        independents=[("wrn10-1", 101), ("wrn16-1", 102)],
         clf=dict(epochs=20, lr=0.01, batch=64, hidden_cap=128),
         clf_models=dict(victims=2, benigns=2),
         m=10, tau=0.0,
