@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from network import MODELS
 from ownership import blackbox, cli, paths, verify
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
 from ownership.data import load_styled
@@ -26,6 +27,9 @@ def get_parser():
     p.add_argument("--mode", default="source", choices=MODES,
                    help="which suspect to verify (its default path follows the reference naming)")
     p.add_argument("--suspicious_model_root", "--s", dest="suspect", default=None, help="suspect checkpoint")
+    p.add_argument("--model", choices=list(MODELS), default=None,
+                   help="the suspect's architecture, needed when its file does not record it (a bare "
+                        "state_dict, or a .safetensors file without 'arch' metadata)")
     p.add_argument("--benign_model_root", "--b", dest="benign", default=None,
                    help="benign reference checkpoint (default: benign-<arch>-ref.pt, the held-out reference, "
                         "else benign-<arch>.pt)")
@@ -46,8 +50,8 @@ def get_parser():
 def resolve(args):
     """Suspect, reference and classifier paths from --mode and --dataset, unless given."""
     suspect = args.suspect or paths.suspect_for_mode(args.model_dir, args.dataset, args.mode, args.index)
-    arch = load_checkpoint(suspect, "suspect model",
-                           made_by="python reproduce.py").get("arch") or paths.arch_for_mode(args.dataset, args.mode)
+    recorded = load_checkpoint(suspect, "suspect model", made_by="python reproduce.py").get("arch")
+    arch = args.model or recorded or paths.arch_for_mode(args.dataset, args.mode)
     benign = args.benign
     if benign is None:
         held_out = paths.benign(args.model_dir, arch, "-ref")
@@ -70,7 +74,8 @@ def main(args):
     clean_x = blackbox.originals(images, args.dataset, args.data_dir, "test") if clf.get("kind") == "black-box" else None
     probs = {}
     for role, path in (("suspect", suspect), ("reference", benign)):
-        model, _ = load_model(path, None, d["num_classes"], d["channels"], device, what=f"{role} model")
+        model, _ = load_model(path, args.model if role == "suspect" else None, d["num_classes"], d["channels"],
+                              device, what=f"{role} model")
         probs[role] = verify.probabilities(model, clf, images, args.dataset, device, args.batch_size, args.seed,
                                              clean_x)
     r = verify.test(probs["suspect"], probs["reference"], args.m, args.tau, args.test, args.seed, args.alpha)
