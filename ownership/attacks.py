@@ -87,7 +87,7 @@ def zero_shot(victim, student, dataset_info, cfg, device, seed, state_path=None,
     total = cfg["iterations"]
     sched_s = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, total)
     sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, total)
-    parts = dict(student=student, generator=gen, opt_s=opt_s, opt_g=opt_g, sched_s=sched_s, sched_g=sched_g)
+    parts = dict(state_dict=student, generator=gen, opt_s=opt_s, opt_g=opt_g, sched_s=sched_s, sched_g=sched_g)
     first = 0
     if state_path and os.path.exists(state_path):
         st = load_checkpoint(state_path, "zero-shot state")

@@ -11,13 +11,30 @@ import torch
 from PIL import Image
 
 from network import get_model
-from ownership import checkpoints, data, metaclf, paths
+from ownership import checkpoints, cli, data, metaclf, paths
 from ownership.cli import UserError
 
 
 def run(repo, script, *args):
     return subprocess.run([sys.executable, os.path.join(repo, script), *args], capture_output=True, text=True,
                           timeout=300)
+
+
+def call(script, *args):
+    """Run `script`'s main in this process through cli.run, exactly as its __main__ does, without the
+    interpreter start-up of `run` (seconds on a busy 2-core machine): returncode, stderr, result."""
+    import contextlib
+    import importlib
+    import io
+    import types
+    module = importlib.import_module(script[:-3])
+    err, code, result = io.StringIO(), 0, None
+    with contextlib.redirect_stderr(err):
+        try:
+            result = cli.run(module.main, module.get_parser(), list(args))
+        except SystemExit as e:
+            code = e.code
+    return types.SimpleNamespace(returncode=code, stderr=err.getvalue(), result=result)
 
 
 def fails(r, *needles):
@@ -116,32 +133,32 @@ def broken(w, name, value):
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_nan_or_inf_weights(w, repo, value):
+def test_nan_or_inf_weights(w, value):
     bad = broken(w, f"w{value}.pt", value)
-    fails(run(repo, "gradientset.py", f"--m={bad}", *w["dirs"]), f"w{value}.pt", "NaN or Inf in its weights",
+    fails(call("gradientset.py", f"--m={bad}", *w["dirs"]), f"w{value}.pt", "NaN or Inf in its weights",
           "fc.weight")
 
 
-def test_overflowing_gradients_and_predictions(w, repo, tmp_path):
+def test_overflowing_gradients_and_predictions(w, tmp_path):
     """Finite weights so large that the logits overflow: caught where gradients (white-box) and
     predictions (black-box) are made."""
     huge = broken(w, "huge.pt", 1e38)
-    fails(run(repo, "gradientset.py", f"--m={huge}", *w["dirs"]), "NaN or Inf in the model's gradients", "huge.pt")
+    fails(call("gradientset.py", f"--m={huge}", *w["dirs"]), "NaN or Inf in the model's gradients", "huge.pt")
     rng = np.random.default_rng(0)
     ck = metaclf.fit([rng.normal(size=(20, 40))], [rng.normal(size=(20, 40))], epochs=1)
     ck.update(arch="wrn10-1", kind="black-box", views=4)
     bb = str(tmp_path / "bb.pt")
     checkpoints.save_checkpoint(bb, ck)
-    fails(run(repo, "ownership_verification.py", f"--s={huge}", f"--c={bb}", *w["dirs"]),
+    fails(call("ownership_verification.py", f"--s={huge}", f"--c={bb}", *w["dirs"]),
           "NaN or Inf in the model's predictions")
 
 
-def test_nan_probabilities(w, repo, tmp_path):
+def test_nan_probabilities(w, tmp_path):
     ck = torch.load(paths.clf(w["md"], "fmnist", "wrn10-1"), weights_only=True)
     next(iter(ck["state_dict"].values()))[:] = float("inf")
     clf = str(tmp_path / "clf.pt")
     checkpoints.save_checkpoint(clf, ck)
-    fails(run(repo, "ownership_verification.py", f"--s={w['good']}", f"--c={clf}", *w["dirs"]),
+    fails(call("ownership_verification.py", f"--s={w['good']}", f"--c={clf}", *w["dirs"]),
           "NaN or Inf in the meta-classifier's probabilities", "train_clf.py --type=wrn10-1")
 
 
@@ -175,16 +192,16 @@ def test_wrong_image_size(w, repo, tmp_path):
     fails(run(repo, "gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), "999999.png", "28x28 L")
 
 
-def test_wrong_image_mode(w, repo, tmp_path):
+def test_wrong_image_mode(w, tmp_path):
     dd = tmp_path / "data"
     styled = paths.styled_dir(str(dd), "fmnist")
     data.write_folder(os.path.join(styled, "train"), data.load_dataset("fmnist", w["dd"])["train"].subset(range(5)))
     cls = sorted(d for d in os.listdir(os.path.join(styled, "train")) if not d.endswith(".txt"))[0]
     Image.new("RGB", (28, 28)).save(os.path.join(styled, "train", cls, "999999.png"))
-    fails(run(repo, "gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), "999999.png", "28x28 RGB", "28x28 L")
+    fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), "999999.png", "28x28 RGB", "28x28 L")
 
 
-def test_unbalanced_class_folder(w, repo, tmp_path):
+def test_unbalanced_class_folder(w, tmp_path):
     """300 images (30 per class on average), then one class cut down to 2: a half-copied folder."""
     dd = tmp_path / "data"
     train = os.path.join(paths.styled_dir(str(dd), "fmnist"), "train")
@@ -193,7 +210,7 @@ def test_unbalanced_class_folder(w, repo, tmp_path):
     cls = sorted(d for d in os.listdir(train) if not d.endswith(".txt"))[3]
     for f in sorted(os.listdir(os.path.join(train, cls)))[2:]:
         os.remove(os.path.join(train, cls, f))
-    fails(run(repo, "gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), cls, "holds 2 images", "unbalanced")
+    fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), cls, "holds 2 images", "unbalanced")
 
 
 def test_gpu_without_cuda_warns_and_runs(w, repo):
@@ -220,43 +237,42 @@ def st_suspect(w):
     return pt, bare, meta
 
 
-def test_safetensors_suspect_same_gradient_signs(w, st_suspect, repo, tmp_path):
+def test_safetensors_suspect_same_gradient_signs(w, st_suspect, tmp_path):
     from ownership import gradients
     pt, bare, meta = st_suspect
     want = np.load(gradients.collect(pt, "fmnist", w["dd"], str(tmp_path / "g")))
     for path, flags in ((bare, ["--model=wrn10-1"]), (meta, [])):
         out = str(tmp_path / (os.path.basename(path) + ".npy"))
-        r = run(repo, "gradientset.py", f"--m={path}", *flags, f"--gradientset_path={out}", *w["dirs"])
+        r = call("gradientset.py", f"--m={path}", *flags, f"--gradientset_path={out}", *w["dirs"])
         assert r.returncode == 0, r.stderr[-1500:]
         assert np.array_equal(np.load(out), want), path
-    fails(run(repo, "gradientset.py", f"--m={bare}", *w["dirs"]), "suspect.safetensors", "--model")
+    fails(call("gradientset.py", f"--m={bare}", *w["dirs"]), "suspect.safetensors", "--model")
 
 
-def test_safetensors_suspect_same_verdict(w, st_suspect, repo):
-    import json
+def test_safetensors_suspect_same_verdict(w, st_suspect):
     pt, bare, _ = st_suspect
     ref = "--b=" + paths.benign(w["md"], "wrn10-1", "-ref")
     results = []
     for flags in ([f"--s={pt}"], [f"--s={bare}", "--model=wrn10-1"]):
-        r = run(repo, "ownership_verification.py", *flags, ref, "--m=5", *w["dirs"])
+        r = call("ownership_verification.py", *flags, ref, "--m=5", *w["dirs"])
         assert r.returncode == 0, r.stderr[-1500:]
-        results.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        results.append(r.result)
     assert (results[0]["p_value"], results[0]["delta_mu"]) == (results[1]["p_value"], results[1]["delta_mu"])
 
 
-def test_safetensors_wrong_architecture(w, st_suspect, repo):
+def test_safetensors_wrong_architecture(w, st_suspect):
     _, bare, meta = st_suspect
-    fails(run(repo, "gradientset.py", f"--m={bare}", "--model=wrn10-2", *w["dirs"]),
+    fails(call("gradientset.py", f"--m={bare}", "--model=wrn10-2", *w["dirs"]),
           "suspect.safetensors", "do not fit wrn10-2", "--model")
-    fails(run(repo, "ownership_verification.py", f"--s={meta}", "--model=wrn10-2", *w["dirs"]),
+    fails(call("ownership_verification.py", f"--s={meta}", "--model=wrn10-2", *w["dirs"]),
           "arch=wrn10-1", "--model wrn10-1")
 
 
-def test_truncated_safetensors(w, st_suspect, repo):
+def test_truncated_safetensors(w, st_suspect):
     bad = str(w["root"] / "trunc.safetensors")
     with open(st_suspect[1], "rb") as f:
         blob = f.read()
     with open(bad, "wb") as f:
         f.write(blob[: len(blob) // 2])
-    fails(run(repo, "gradientset.py", f"--m={bad}", "--model=wrn10-1", *w["dirs"]), "trunc.safetensors",
+    fails(call("gradientset.py", f"--m={bad}", "--model=wrn10-1", *w["dirs"]), "trunc.safetensors",
           "truncated or corrupt")
