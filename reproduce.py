@@ -77,8 +77,9 @@ class Stages:
     the module, argv, preset hash and seed, the checksums of its input files and of its outputs. A stage
     is skipped when that record matches and its outputs exist with the recorded checksums; an output
     changed since (corrupted, replaced) is removed and its stage rerun. Since the inputs' checksums are
-    part of the record, every later stage that consumes a changed output reruns too, and a stage whose
-    rerun gives the same bytes (the CPU is deterministic) changes nothing downstream."""
+    part of the record, every later stage that consumes a changed output reruns too. A rerun that gives
+    the same bytes changes nothing downstream: on the CPU a gradient set does; a checkpoint does not, as
+    it records its training time, so the stages after a retrained model rerun."""
 
     def __init__(self, manifest_path, preset, seed, force):
         self.path = manifest_path
