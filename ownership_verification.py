@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from network import MODELS
 from ownership import blackbox, cli, paths, verify
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
 from ownership.data import load_styled
@@ -26,6 +27,9 @@ def get_parser():
     p.add_argument("--mode", default="source", choices=MODES,
                    help="which suspect to verify (its default path follows the reference naming)")
     p.add_argument("--suspicious_model_root", "--s", dest="suspect", default=None, help="suspect checkpoint")
+    p.add_argument("--model", choices=list(MODELS), default=None,
+                   help="the suspect's architecture, needed when its file does not record it (a bare "
+                        "state_dict, or a .safetensors file without 'arch' metadata)")
     p.add_argument("--benign_model_root", "--b", dest="benign", default=None,
                    help="benign reference checkpoint (default: benign-<arch>-ref.pt, the held-out reference, "
                         "else benign-<arch>.pt)")
@@ -43,11 +47,14 @@ def get_parser():
     return cli.add_common(p)
 
 
-def resolve(args):
-    """Suspect, reference and classifier paths from --mode and --dataset, unless given."""
+def resolve(args, device="cpu"):
+    """The suspect model, loaded first (its architecture decides the rest), and the reference and
+    classifier paths, from --mode and --dataset unless given."""
+    d = DATASETS[args.dataset]
     suspect = args.suspect or paths.suspect_for_mode(args.model_dir, args.dataset, args.mode, args.index)
-    arch = load_checkpoint(suspect, "suspect model",
-                           made_by="python reproduce.py").get("arch") or paths.arch_for_mode(args.dataset, args.mode)
+    model, ck = load_model(suspect, args.model, d["num_classes"], d["channels"], device, "suspect model",
+                           made_by="python reproduce.py")
+    arch = ck.get("arch") or args.model
     benign = args.benign
     if benign is None:
         held_out = paths.benign(args.model_dir, arch, "-ref")
@@ -56,23 +63,23 @@ def resolve(args):
         raise cli.UserError(f"the suspect and the benign reference are the same file ({suspect}); the test "
                             f"would compare a model with itself. Pass another reference with --b")
     clf = args.clf or paths.clf(args.model_dir, args.dataset, arch, args.access)
-    return suspect, benign, clf, arch
+    return suspect, model, benign, clf, arch
 
 
 def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     d = DATASETS[args.dataset]
-    suspect, benign, clf_path, arch = resolve(args)
+    suspect, suspect_model, benign, clf_path, arch = resolve(args, device)
     clf = load_checkpoint(clf_path, "meta-classifier",
                           made_by=f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}")
     images = load_styled(args.data_dir, args.dataset, args.gamma, "test")
     clean_x = blackbox.originals(images, args.dataset, args.data_dir, "test") if clf.get("kind") == "black-box" else None
     probs = {}
-    for role, path in (("suspect", suspect), ("reference", benign)):
-        model, _ = load_model(path, None, d["num_classes"], d["channels"], device, what=f"{role} model")
+    reference, _ = load_model(benign, None, d["num_classes"], d["channels"], device, "reference model")
+    for role, model in (("suspect", suspect_model), ("reference", reference)):
         probs[role] = verify.probabilities(model, clf, images, args.dataset, device, args.batch_size, args.seed,
-                                             clean_x)
+                                           clean_x)
     r = verify.test(probs["suspect"], probs["reference"], args.m, args.tau, args.test, args.seed, args.alpha)
     out = paths.prob(args.prob_dir, args.dataset, args.mode)
     atomic_write(out, lambda tmp: np.savez(tmp, p_suspect=probs["suspect"],

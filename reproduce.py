@@ -8,12 +8,14 @@ Stages: embed_features -> train_model (victim, benign, held-out reference, the d
 attackers' architecture, independent models) -> steal (the attacks) -> gradientset -> train_clf ->
 verification of every suspect. Artefacts go to the reference folders (data/, model/, gradients_set/,
 prob/) under --workdir (default: the repository for real presets, results/smoke for smoke), so the
-reference commands work on them afterwards. A stage whose outputs exist and were made with the same
-arguments and preset is skipped. Writes <out>/results.json, results.md and results.png.
+reference commands work on them afterwards. A stage is skipped when <out>/manifest.json records it
+with the same arguments, preset, seed and input checksums, and its outputs exist with the recorded
+checksums (see Stages). Writes <out>/results.json, results.md and results.png.
 """
 import hashlib
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -53,29 +55,72 @@ def get_parser():
     return p
 
 
-class Stages:
-    """Runs stage functions, skipping those whose outputs exist with the same signature (manifest.json)."""
+def checksum(path):
+    """sha256 of a file, or of a folder: every file's relative name and sha256, in sorted order
+    (hidden temporary files skipped). Reading is the cost: about 1 GB/s here (docs/BENCHMARKS.md)."""
+    h = hashlib.sha256()
+    if not os.path.isdir(path):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            file = os.path.join(root, name)
+            h.update(f"{os.path.relpath(file, path)}\0{checksum(file)}\n".encode())
+    return h.hexdigest()
 
-    def __init__(self, manifest_path, preset, force):
+
+class Stages:
+    """Runs stage functions and records each finished one in manifest.json, keyed by its first output:
+    the module, argv, preset hash and seed, the checksums of its input files and of its outputs. A stage
+    is skipped when that record matches and its outputs exist with the recorded checksums; an output
+    changed since (corrupted, replaced) is removed and its stage rerun. Since the inputs' checksums are
+    part of the record, every later stage that consumes a changed output reruns too. A rerun that gives
+    the same bytes changes nothing downstream: on the CPU a gradient set does; a checkpoint does not, as
+    it records its training time, so the stages after a retrained model rerun."""
+
+    def __init__(self, manifest_path, preset, seed, force):
         self.path = manifest_path
         self.preset_hash = hashlib.sha256(json.dumps(preset, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.seed = seed
         self.force = force
         self.done = {}
         if os.path.exists(manifest_path) and not force:
             with open(manifest_path) as f:
                 self.done = json.load(f)
+        self.sums = {}  # path -> checksum, each file read once per run
         self.timings = {}
 
-    def run(self, stage, outputs, module, argv):
-        sig = hashlib.sha256(json.dumps([module.__name__, argv, self.preset_hash]).encode()).hexdigest()[:16]
+    def checksum(self, path):
+        if path not in self.sums:
+            self.sums[path] = checksum(path) if os.path.exists(path) else None
+        return self.sums[path]
+
+    def run(self, stage, outputs, module, argv, inputs=()):
         outputs = [outputs] if isinstance(outputs, str) else outputs
-        key = outputs[0]
-        if not self.force and self.done.get(key) == sig and all(os.path.exists(o) for o in outputs):
+        record = dict(stage=stage, module=module.__name__, argv=argv, preset=self.preset_hash, seed=self.seed,
+                      inputs={p: self.checksum(p) for p in inputs})
+        old = self.done.get(outputs[0])
+        old = old if isinstance(old, dict) else {}  # a manifest of an older version: redo
+        made = old.get("outputs", {})
+        if (not self.force and {k: old.get(k) for k in record} == record
+                and all(self.checksum(o) is not None and self.checksum(o) == made.get(o) for o in outputs)):
             return False
+        for o in outputs:  # changed since its stage made it: never let the stage take it as done
+            if o in made and self.checksum(o) not in (None, made[o]):
+                print(f"{o} changed since {stage} made it (checksum differs); redoing {stage}")
+                if os.path.isdir(o):
+                    shutil.rmtree(o)
+                else:
+                    os.remove(o)
         start = time.time()
         module.main(module.get_parser().parse_args(argv))
         self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - start, 1)
-        self.done[key] = sig
+        for o in outputs:
+            self.sums.pop(o, None)
+        self.done[outputs[0]] = dict(record, outputs={o: self.checksum(o) for o in outputs})
         atomic_write(self.path, lambda tmp: open(tmp, "w").write(json.dumps(self.done, indent=1)))
         return True
 
@@ -98,14 +143,14 @@ def main(args):
         common += ["--deterministic"]
     staged = common + ["--preset", args.preset, "--scale", str(args.scale), "--resume"]
     os.makedirs(out, exist_ok=True)
-    st = Stages(os.path.join(out, "manifest.json"), preset, args.force)
+    st = Stages(os.path.join(out, "manifest.json"), preset, args.seed, args.force)
     device = cli.get_device(args.gpu)
     M = dirs["model"]
     t0 = time.time()
 
     # 1. the external feature
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
-    st.run("embed", os.path.join(styled, "index.json"), embed_features, common + ["--preset", args.preset, "--preview"])
+    st.run("embed", styled, embed_features, common + ["--preset", args.preset, "--preview"])
 
     # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
     #    benign-<arch> first, then other seeds: -s1, -s2 ...), and the held-out benign reference
@@ -119,10 +164,10 @@ def main(args):
         neg[arch] = [paths.benign(M, arch, t) for t in tags(n_b)]
         for role, files in (("victim", pos[arch]), ("benign", neg[arch])):
             for t, f in zip(tags(len(files)), files):
-                st.run("train", f, train_model, staged + ["--role", role, "--arch", arch, f"--tag={t}"])
+                st.run("train", f, train_model, staged + ["--role", role, "--arch", arch, f"--tag={t}"], [styled])
         # the reference protocol uses the benign model the classifier saw; ours a held-out one
         refs[arch] = neg[arch][0] if args.protocol == "reference" else paths.benign(M, arch, "-ref")
-        st.run("train", refs[arch], train_model, staged + ["--role", "benign", "--arch", arch, "--tag=-ref"])
+        st.run("train", refs[arch], train_model, staged + ["--role", "benign", "--arch", arch, "--tag=-ref"], [styled])
     for k, (arch, _) in enumerate(preset["independents"], 1):
         if arch not in archs:
             raise cli.UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
@@ -130,7 +175,8 @@ def main(args):
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)
-        st.run("train", path, train_model, staged + ["--role", "independent", "--arch", arch, "--index", str(k)])
+        st.run("train", path, train_model, staged + ["--role", "independent", "--arch", arch, "--index", str(k)],
+               [styled])
         independents.append(("independent", path, arch))
 
     # 3. the attacks
@@ -138,7 +184,7 @@ def main(args):
     for mode in ROW_MODES[1:]:
         arch = va if mode == "fine-tune" else aa
         path = paths.attack(M, mode, arch)
-        st.run("steal", path, steal, staged + ["--mode", mode])
+        st.run("steal", path, steal, staged + ["--mode", mode], [pos[va][0], styled])
         suspects.append((mode, path, arch))
     suspects += independents
 
@@ -147,15 +193,17 @@ def main(args):
     c = preset["clf"]
     suffix = "-refprotocol" if args.protocol == "reference" else ""
     for arch in archs:
-        for m in pos[arch] + neg[arch]:
-            st.run("gradients", paths.gradient_set(dirs["grad"], m, styled), gradientset,
-                   common + ["--dataset", ds, "--m", m])
+        models = pos[arch] + neg[arch]
+        grads = [paths.gradient_set(dirs["grad"], m, styled) for m in models]
+        for m, g in zip(models, grads):
+            st.run("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
         for access in ACCESSES:
             path = paths.clf(M, ds, arch, access).replace(".pt", suffix + ".pt")
             st.run("clf", path, train_clf,
                    common + ["--dataset", ds, "--type", arch, "--access", access, "--pos", *pos[arch], "--neg",
                              *neg[arch], "--mlp_epoch", str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size",
-                             str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out", path])
+                             str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out", path],
+                   models + [styled] + (grads if access == "white-box" else []))
             clfs[(arch, access)] = path
 
     # 6. verification of every suspect against the benign reference of its architecture

@@ -35,11 +35,15 @@ def get_parser():
     p.add_argument("--arch", default=None, choices=list(MODELS),
                    help="suspect architecture (default: the victim's for fine-tune, else the attackers')")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>.state (saved after every epoch)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>.state (saved after every epoch, or every --save-every zero-shot iterations)")
+    p.add_argument("--save-every", type=int, default=10, help="zero-shot: save the resumable state every N iterations")
     return cli.add_common(p, dataset=False)
 
 
 def main(args):
+    if args.save_every < 1:
+        raise cli.UserError(f"--save-every {args.save_every}: give a positive number of iterations")
     preset = get_preset(args.preset, args.scale)
     dataset = preset["dataset"]
     d = DATASETS[dataset]
@@ -60,7 +64,8 @@ def main(args):
         model = attacks.fine_tune(victim, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
                                   dataset, cfg, device, seed, **kw)
     elif mode == "zero-shot":
-        model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed)
+        model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed,
+                                  state_path=state, save_every=args.save_every)
     else:
         student = get_model(arch, d["num_classes"], d["channels"])
         if mode == "distillation":

@@ -19,10 +19,13 @@ for s in 0 1 2 3 4; do
      > $w/log 2>&1 &
 done
 
-# 2. gradient throughput (helper's script), one training epoch fp32 vs bf16, smoke on CUDA
+# 2. gradient throughput (helper's script), one training epoch fp32 vs bf16 (autotuned cuDNN, then
+#    --deterministic kernels: their cost), smoke on CUDA
 OUT=$O timeout 150 bash benchmarks/gpu_check.sh > /dev/null 2>&1; echo "gpu_check rc=$? at $(( $(date +%s) - t0 )) s"
 timeout 90 python3 benchmarks/train_epoch.py --model wrn28-10 --images 10000 --device cuda --json 2>/dev/null \
   | tee "$O/train_epoch.txt"; echo "train_epoch at $(( $(date +%s) - t0 )) s"
+timeout 90 python3 benchmarks/train_epoch.py --model wrn28-10 --images 10000 --device cuda --json --deterministic \
+  2>/dev/null | tee "$O/train_epoch_deterministic.txt"; echo "train_epoch --deterministic at $(( $(date +%s) - t0 )) s"
 s0=$(date +%s)
 timeout 150 python3 reproduce.py --preset smoke --gpu 0 --workdir /tmp/smoke --out /tmp/smoke/results \
   > /tmp/smoke.log 2>&1; echo "smoke rc=$? in $(( $(date +%s) - s0 )) s"

@@ -1,9 +1,12 @@
 """Time one training epoch on random CIFAR-sized data: fp32 against bf16 autocast, both channels_last.
 
     python benchmarks/train_epoch.py --model wrn28-10 --images 10000 --device cuda --json
+    python benchmarks/train_epoch.py --model wrn28-10 --images 10000 --device cuda --json --deterministic
 
 Uses the project's training loop (ownership.training.train) on uint8 random images, so the numbers
-include its augmentation and schedule. Prints images/s per setting; --json prints one JSON object last.
+include its augmentation and schedule. cuDNN autotunes as in the pipeline (cli.get_device), or, with
+--deterministic, uses the deterministic kernels of the scripts' --deterministic (cli.make_deterministic).
+Prints images/s per setting; --json prints one JSON object last.
 """
 import argparse
 import json
@@ -15,17 +18,22 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from network import get_model  # noqa: E402
+from ownership import cli  # noqa: E402
 from ownership.data import ImageSet  # noqa: E402
 from ownership.training import train  # noqa: E402
 
 
 def main(args):
     device = torch.device(args.device)
+    if args.deterministic:
+        cli.make_deterministic()
+    else:
+        torch.backends.cudnn.benchmark = True
     g = torch.Generator().manual_seed(0)
     images = ImageSet(torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=g),
                       torch.randint(0, 10, (args.images,), generator=g), [str(i) for i in range(10)])
     out = dict(model=args.model, device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
-               images=args.images, batch=args.batch)
+               images=args.images, batch=args.batch, deterministic=args.deterministic)
     for name, amp in (("fp32", "none"), ("bf16", "bf16")):  # both channels_last (the loop always is)
         torch.manual_seed(0)
         model = get_model(args.model, 10, 3)
@@ -54,4 +62,5 @@ if __name__ == "__main__":
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--deterministic", action="store_true", help="deterministic cuDNN/cuBLAS kernels")
     main(p.parse_args())

@@ -10,12 +10,16 @@
 """
 import copy
 import math
+import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed as dd
+from . import seeds
+from .checkpoints import load_checkpoint, save_checkpoint
 from .data import ImageSet
 from .training import predict, train
 
@@ -67,9 +71,13 @@ class Generator(nn.Module):
         return x[:, :, :self.size, :self.size]
 
 
-def zero_shot(victim, student, dataset_info, cfg, device, seed):
+def zero_shot(victim, student, dataset_info, cfg, device, seed, state_path=None, save_every=10):
     """DFAD: `iterations` generator steps, each after `student_steps` student steps. Student: SGD with
-    cosine decay; generator: Adam. Neither sees a real image."""
+    cosine decay; generator: Adam. Neither sees a real image.
+
+    With `state_path`, the generator, student, both optimisers and schedules, the random state and the
+    iteration are saved there every `save_every` iterations, and a run that finds the file resumes
+    from it, with the same result as an uninterrupted run. The caller removes the file at the end."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     gen = Generator(cfg["z_dim"], dataset_info["channels"], dataset_info["size"], cfg.get("gen_width", 64)).to(device)
     student.to(device).train()
@@ -79,8 +87,18 @@ def zero_shot(victim, student, dataset_info, cfg, device, seed):
     total = cfg["iterations"]
     sched_s = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, total)
     sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, total)
-    bar = tqdm(range(total), desc="zero-shot (DFAD)", leave=False)
-    for _ in bar:
+    parts = dict(state_dict=student, generator=gen, opt_s=opt_s, opt_g=opt_g, sched_s=sched_s, sched_g=sched_g)
+    first = 0
+    if state_path and os.path.exists(state_path):
+        st = load_checkpoint(state_path, "zero-shot state")
+        for k, obj in parts.items():
+            obj.load_state_dict(st[k])
+        g.set_state(st["rng"])
+        seeds.set_rng_state(st["global_rng"], device)  # dropout, where the student has it
+        first = st["iteration"]
+    bar = tqdm(range(first, total), total=total, initial=first, desc="zero-shot (DFAD)", leave=False,
+               disable=not dd.is_main())
+    for it in bar:
         gen.train()
         for _ in range(cfg["student_steps"]):
             z = torch.randn(cfg["batch"], cfg["z_dim"], generator=g).to(device)
@@ -100,6 +118,9 @@ def zero_shot(victim, student, dataset_info, cfg, device, seed):
         sched_s.step()
         sched_g.step()
         bar.set_postfix(l1=f"{loss_s.item():.3f}")
+        if state_path and dd.is_main() and (it + 1) % save_every == 0 and it + 1 < total:
+            save_checkpoint(state_path, dict({k: obj.state_dict() for k, obj in parts.items()}, rng=g.get_state(),
+                                             global_rng=seeds.rng_state(device), iteration=it + 1))
     victim.requires_grad_(True)
     student.eval()
     return student

@@ -40,14 +40,7 @@ def load_checkpoint(path, what="checkpoint", made_by=None):
     if not os.path.exists(path):
         raise UserError(f"{what} {path} does not exist{hint}")
     if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise UserError(f"{path} is a .safetensors file; install the 'safetensors' package to read it") from None
-        try:
-            return {"state_dict": load_file(path)}
-        except Exception as e:
-            raise UserError(f"{path} is not a readable .safetensors file ({e})") from None
+        return _load_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -64,6 +57,31 @@ def load_checkpoint(path, what="checkpoint", made_by=None):
     return obj
 
 
+def _load_safetensors(path):
+    """A .safetensors file: tensors only, so nothing in it can run. Its metadata may record
+    arch, num_classes and in_channels (strings, as safetensors stores them)."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise UserError(f"{path} is a .safetensors file; install the 'safetensors' package to read it") from None
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            ck = {"state_dict": {k: f.get_tensor(k) for k in f.keys()}}
+    except Exception as e:
+        raise UserError(f"{path} is truncated or corrupt ({e.__class__.__name__}: {str(e)[:100]}); "
+                        f"copy it again") from None
+    for key in ("arch", "num_classes", "in_channels", "dataset"):
+        if key in meta:
+            ck[key] = meta[key]
+    for key in ("num_classes", "in_channels"):
+        if key in ck:
+            if not ck[key].isdigit():
+                raise UserError(f"{path}: metadata {key}={ck[key]!r} is not a whole number; fix or drop it")
+            ck[key] = int(ck[key])
+    return ck
+
+
 def load_model(path, arch=None, num_classes=None, in_channels=None, device="cpu", what="model", made_by=None):
     """Build the architecture and load weights. `arch`/`num_classes` given by the user must match the
     checkpoint's own record; a bare state_dict needs them."""
@@ -73,6 +91,10 @@ def load_model(path, arch=None, num_classes=None, in_channels=None, device="cpu"
         if want is not None and have is not None and want != have:
             raise UserError(f"{path} is a {key}={have} checkpoint but {want} was asked for; "
                             f"pass --model {ck.get('arch')} (or the matching --num_classes)")
+    broken = next((k for k, v in ck["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken:
+        raise UserError(f"{path} has NaN or Inf in its weights ({broken}); the checkpoint is broken or its "
+                        f"training diverged: retrain it or ask for another copy")
     arch = ck.get("arch", arch)
     num_classes = ck.get("num_classes", num_classes)
     in_channels = ck.get("in_channels", in_channels)

@@ -147,13 +147,15 @@ def read_folder(root, channels, size, resize=False):
     if not folders:
         raise UserError(f"{root} holds no class folders; expected {root}/<class>/<image>")
     mode = "L" if channels == 1 else "RGB"
+    files = {cls: sorted(f for f in os.listdir(os.path.join(root, cls)) if f.endswith(IMAGE_EXTS)) for cls in folders}
+    for cls in folders:
+        if not files[cls]:
+            raise UserError(f"class folder {os.path.join(root, cls)} is empty; remove it or add images")
+    check_balance(root, {c: len(files.get(c, [])) for c in classes})
     xs, ys, names = [], [], []
     for cls in folders:
         c = classes.index(cls)
-        files = sorted(f for f in os.listdir(os.path.join(root, cls)) if f.endswith(IMAGE_EXTS))
-        if not files:
-            raise UserError(f"class folder {os.path.join(root, cls)} is empty; remove it or add images")
-        for f in files:
+        for f in files[cls]:
             path = os.path.join(root, cls, f)
             try:
                 with Image.open(path) as im:
@@ -173,6 +175,20 @@ def read_folder(root, channels, size, resize=False):
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     order = torch.argsort(torch.tensor(names), stable=True)  # back to the original index order
     return ImageSet(x, torch.tensor(ys), classes, torch.tensor(names)).subset(order)
+
+
+def check_balance(root, counts, min_share=0.1, min_mean=10):
+    """An unbalanced folder, usually a half-copied one: some class (of classes.txt, or a sub-folder)
+    holds fewer than `min_share` of the mean images per class. Judged only from `min_mean` images per
+    class on average: below that, random choice alone leaves classes with 0 or 1 image."""
+    mean = sum(counts.values()) / len(counts)
+    if mean < min_mean:
+        return
+    for cls, n in counts.items():
+        if n < min_share * mean:
+            raise UserError(f"class folder {os.path.join(root, cls)} holds {n} images, under "
+                            f"{min_share:.0%} of the {mean:.0f} per class on average: the folder is unbalanced "
+                            f"or incompletely copied; copy it again or regenerate it (embed_features.py --force)")
 
 
 def write_folder(root, images):

@@ -347,7 +347,8 @@ def gradient_signs(model, images, dataset, device, batch_size=128, augment=True,
         g = fn(xb, yb)
         if not torch.isfinite(g).all():
             from .cli import UserError
-            raise UserError("NaN or Inf in the model's gradients; the checkpoint is broken or diverged")
+            raise UserError(f"NaN or Inf in the model's gradients ({desc}); its weights overflow: the checkpoint "
+                            f"is broken or diverged")
         out[start:start + len(g)] = torch.sign(g).to(torch.int8).cpu().numpy()
         start += len(g)
     return out

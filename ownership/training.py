@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed as dd
+from . import seeds
 from .checkpoints import load_checkpoint, save_checkpoint
 from .cli import UserError
 from .data import augment as augment_batch, batches, normalise
@@ -66,6 +67,8 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
         aug_gen.set_state(st["aug_generator"])
+        if "global_rng" in st:  # dropout (WRN-28-10) draws from the global random state
+            seeds.set_rng_state(st["global_rng"], device)
         step, first_epoch = st["step"], st["epoch"]
     bar = tqdm(total=total, initial=step, desc=desc, leave=False, unit="step", disable=not dd.is_main())
     for epoch in range(first_epoch, epochs):
@@ -101,7 +104,7 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
         if state_path and dd.is_main():
             save_checkpoint(state_path, dict(state_dict=model.state_dict(), optimizer=opt.state_dict(),
                                              generator=gen.get_state(), aug_generator=aug_gen.get_state(),
-                                             step=step, epoch=epoch + 1))
+                                             global_rng=seeds.rng_state(device), step=step, epoch=epoch + 1))
     bar.close()
     model.eval()
     return model

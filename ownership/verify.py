@@ -16,18 +16,22 @@ def probabilities(model, clf_ck, images, dataset, device, batch_size=128, seed=0
     if clf_ck.get("kind") == "black-box":
         p = metaclf.predict_proba(clf_ck, blackbox.features(model, images, clean_x, dataset, device,
                                                             clf_ck["views"], seed), device)
-        if not np.isfinite(p).all():
-            raise UserError("NaN in the meta-classifier's probabilities; retrain it (train_clf.py)")
-        return p
+        return _finite(p, clf_ck)
     if gradients.feature_dim(model) != clf_ck["d"]:
         raise UserError(f"the model gives {gradients.feature_dim(model)}-dim gradient vectors but the "
                         f"meta-classifier expects {clf_ck['d']} ({clf_ck.get('arch')}); use the classifier "
                         f"trained for this architecture (--c)")
     g = gradients.gradient_signs(model, images, dataset, device, batch_size, augment=True, seed=seed,
                                  desc="suspect gradients")
-    p = metaclf.predict_proba(clf_ck, g, device)
+    return _finite(metaclf.predict_proba(clf_ck, g, device), clf_ck)
+
+
+def _finite(p, clf_ck):
+    """The model's features were finite (checked where they are made), so NaN here is the classifier's."""
     if not np.isfinite(p).all():
-        raise UserError("NaN in the meta-classifier's probabilities; retrain it (train_clf.py)")
+        raise UserError(f"NaN or Inf in the meta-classifier's probabilities (the {clf_ck.get('kind', 'white-box')} "
+                        f"classifier for {clf_ck.get('arch')}); its weights are broken: retrain it with "
+                        f"'python train_clf.py --type={clf_ck.get('arch')}'")
     return p
 
 

@@ -11,13 +11,30 @@ import torch
 from PIL import Image
 
 from network import get_model
-from ownership import checkpoints, data, metaclf, paths
+from ownership import checkpoints, cli, data, metaclf, paths
 from ownership.cli import UserError
 
 
 def run(repo, script, *args):
     return subprocess.run([sys.executable, os.path.join(repo, script), *args], capture_output=True, text=True,
                           timeout=300)
+
+
+def call(script, *args):
+    """Run `script`'s main in this process through cli.run, exactly as its __main__ does, without the
+    interpreter start-up of `run` (seconds on a busy 2-core machine): returncode, stderr, result."""
+    import contextlib
+    import importlib
+    import io
+    import types
+    module = importlib.import_module(script[:-3])
+    err, code, result = io.StringIO(), 0, None
+    with contextlib.redirect_stderr(err):
+        try:
+            result = cli.run(module.main, module.get_parser(), list(args))
+        except SystemExit as e:
+            code = e.code
+    return types.SimpleNamespace(returncode=code, stderr=err.getvalue(), result=result)
 
 
 def fails(r, *needles):
@@ -106,12 +123,43 @@ def test_num_classes_mismatch(w, repo):
     fails(run(repo, "gradientset.py", "--num_classes=20", f"--m={w['good']}", *w["dirs"]), "num_classes")
 
 
-def test_nan_gradients(w, repo):
+def broken(w, name, value):
+    """A copy of the good checkpoint with every fc weight set to `value`."""
     ck = torch.load(w["good"], weights_only=True)
-    ck["state_dict"]["fc.weight"][:] = float("nan")
-    nan = str(w["root"] / "nan.pt")
-    torch.save(ck, nan)
-    fails(run(repo, "gradientset.py", f"--m={nan}", *w["dirs"]), "NaN")
+    ck["state_dict"]["fc.weight"][:] = value
+    path = str(w["root"] / name)
+    torch.save(ck, path)
+    return path
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_weights(w, value):
+    bad = broken(w, f"w{value}.pt", value)
+    fails(call("gradientset.py", f"--m={bad}", *w["dirs"]), f"w{value}.pt", "NaN or Inf in its weights",
+          "fc.weight")
+
+
+def test_overflowing_gradients_and_predictions(w, tmp_path):
+    """Finite weights so large that the logits overflow: caught where gradients (white-box) and
+    predictions (black-box) are made."""
+    huge = broken(w, "huge.pt", 1e38)
+    fails(call("gradientset.py", f"--m={huge}", *w["dirs"]), "NaN or Inf in the model's gradients", "huge.pt")
+    rng = np.random.default_rng(0)
+    ck = metaclf.fit([rng.normal(size=(20, 40))], [rng.normal(size=(20, 40))], epochs=1)
+    ck.update(arch="wrn10-1", kind="black-box", views=4)
+    bb = str(tmp_path / "bb.pt")
+    checkpoints.save_checkpoint(bb, ck)
+    fails(call("ownership_verification.py", f"--s={huge}", f"--c={bb}", *w["dirs"]),
+          "NaN or Inf in the model's predictions")
+
+
+def test_nan_probabilities(w, tmp_path):
+    ck = torch.load(paths.clf(w["md"], "fmnist", "wrn10-1"), weights_only=True)
+    next(iter(ck["state_dict"].values()))[:] = float("inf")
+    clf = str(tmp_path / "clf.pt")
+    checkpoints.save_checkpoint(clf, ck)
+    fails(call("ownership_verification.py", f"--s={w['good']}", f"--c={clf}", *w["dirs"]),
+          "NaN or Inf in the meta-classifier's probabilities", "train_clf.py --type=wrn10-1")
 
 
 def test_m_larger_than_images(w, repo):
@@ -144,8 +192,87 @@ def test_wrong_image_size(w, repo, tmp_path):
     fails(run(repo, "gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), "999999.png", "28x28 L")
 
 
+def test_wrong_image_mode(w, tmp_path):
+    dd = tmp_path / "data"
+    styled = paths.styled_dir(str(dd), "fmnist")
+    data.write_folder(os.path.join(styled, "train"), data.load_dataset("fmnist", w["dd"])["train"].subset(range(5)))
+    cls = sorted(d for d in os.listdir(os.path.join(styled, "train")) if not d.endswith(".txt"))[0]
+    Image.new("RGB", (28, 28)).save(os.path.join(styled, "train", cls, "999999.png"))
+    fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), "999999.png", "28x28 RGB", "28x28 L")
+
+
+def test_unbalanced_class_folder(w, tmp_path):
+    """300 images (30 per class on average), then one class cut down to 2: a half-copied folder."""
+    dd = tmp_path / "data"
+    train = os.path.join(paths.styled_dir(str(dd), "fmnist"), "train")
+    data.write_folder(train, data.load_dataset("fmnist", w["dd"])["train"].subset(range(300)))
+    data.read_folder(train, 1, 28)  # balanced enough as written
+    cls = sorted(d for d in os.listdir(train) if not d.endswith(".txt"))[3]
+    for f in sorted(os.listdir(os.path.join(train, cls)))[2:]:
+        os.remove(os.path.join(train, cls, f))
+    fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), cls, "holds 2 images", "unbalanced")
+
+
 def test_gpu_without_cuda_warns_and_runs(w, repo):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     r = run(repo, "gradientset.py", f"--m={w['good']}", "--gpu=0", *w["dirs"])
     assert r.returncode == 0 and "no CUDA device" in r.stderr
+
+
+# ----------------------------------------------------------------------------- .safetensors suspects
+@pytest.fixture(scope="module")
+def st_suspect(w):
+    """Another untrained wrn10-1 as a .pt checkpoint and as .safetensors files: a bare one (the
+    architecture must come from --model) and one whose metadata records it."""
+    from safetensors.torch import save_file
+    torch.manual_seed(1)
+    model = get_model("wrn10-1", 10, 1)
+    pt = str(w["root"] / "suspect.pt")
+    checkpoints.save_checkpoint(pt, checkpoints.model_record(model, "wrn10-1", 10, 1, "fmnist"))
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    bare, meta = str(w["root"] / "suspect.safetensors"), str(w["root"] / "suspect-meta.safetensors")
+    save_file(sd, bare)
+    save_file(sd, meta, metadata={"arch": "wrn10-1", "num_classes": "10", "in_channels": "1"})
+    return pt, bare, meta
+
+
+def test_safetensors_suspect_same_gradient_signs(w, st_suspect, tmp_path):
+    from ownership import gradients
+    pt, bare, meta = st_suspect
+    want = np.load(gradients.collect(pt, "fmnist", w["dd"], str(tmp_path / "g")))
+    for path, flags in ((bare, ["--model=wrn10-1"]), (meta, [])):
+        out = str(tmp_path / (os.path.basename(path) + ".npy"))
+        r = call("gradientset.py", f"--m={path}", *flags, f"--gradientset_path={out}", *w["dirs"])
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert np.array_equal(np.load(out), want), path
+    fails(call("gradientset.py", f"--m={bare}", *w["dirs"]), "suspect.safetensors", "--model")
+
+
+def test_safetensors_suspect_same_verdict(w, st_suspect):
+    pt, bare, _ = st_suspect
+    ref = "--b=" + paths.benign(w["md"], "wrn10-1", "-ref")
+    results = []
+    for flags in ([f"--s={pt}"], [f"--s={bare}", "--model=wrn10-1"]):
+        r = call("ownership_verification.py", *flags, ref, "--m=5", *w["dirs"])
+        assert r.returncode == 0, r.stderr[-1500:]
+        results.append(r.result)
+    assert (results[0]["p_value"], results[0]["delta_mu"]) == (results[1]["p_value"], results[1]["delta_mu"])
+
+
+def test_safetensors_wrong_architecture(w, st_suspect):
+    _, bare, meta = st_suspect
+    fails(call("gradientset.py", f"--m={bare}", "--model=wrn10-2", *w["dirs"]),
+          "suspect.safetensors", "do not fit wrn10-2", "--model")
+    fails(call("ownership_verification.py", f"--s={meta}", "--model=wrn10-2", *w["dirs"]),
+          "arch=wrn10-1", "--model wrn10-1")
+
+
+def test_truncated_safetensors(w, st_suspect):
+    bad = str(w["root"] / "trunc.safetensors")
+    with open(st_suspect[1], "rb") as f:
+        blob = f.read()
+    with open(bad, "wb") as f:
+        f.write(blob[: len(blob) // 2])
+    fails(call("gradientset.py", f"--m={bad}", "--model=wrn10-1", *w["dirs"]), "trunc.safetensors",
+          "truncated or corrupt")

@@ -70,6 +70,34 @@ def test_rerun_skips_finished_stages(smoke):
     assert [(x["p_value"], x["delta_mu"]) for x in again["rows"]] == [(x["p_value"], x["delta_mu"]) for x in res["rows"]]
 
 
+def test_corrupted_checkpoint_redoes_its_stage(smoke):
+    """Corrupt one finished stage's output (the label-query student): the rerun sees its checksum
+    differ from the manifest's, redoes that stage only, and gets the same weights and results."""
+    import torch
+    root, cmd, _, res = smoke
+    path = root / "work" / "model" / "attack" / "atta-label-wrn10-1.pt"
+    manifest = root / "results" / "manifest.json"
+    recorded = json.loads(manifest.read_text())[str(path)]
+    assert recorded["outputs"] == {str(path): _sha256(path)} and recorded["seed"] == 0
+    weights = torch.load(path, weights_only=True)["state_dict"]
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        f.write(b"corrupt")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "atta-label-wrn10-1.pt changed since steal made it" in r.stdout
+    again = json.loads((root / "results" / "results.json").read_text())
+    assert set(again["timings"]) == {"steal", "verify", "total"}
+    redone = torch.load(path, weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], redone[k]) for k in weights)
+    assert again["rows"] == res["rows"]
+
+
+def _sha256(path):
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
 def test_killed_run_resumes_to_identical_results(smoke, tmp_path):
     """Kill reproduce.py part-way (SIGKILL, after a few stages), rerun it: the results are
     bit-identical to the uninterrupted run's - which also shows that the same seed gives the same

@@ -1,0 +1,90 @@
+"""reproduce.Stages: a stage is skipped only when its record (argv, preset, seed, input checksums)
+matches and its outputs exist with the recorded checksums; a changed output reruns its stage, and a
+changed input reruns the stages that consume it. Toy stages that copy text, no training."""
+import argparse
+import json
+import os
+
+import reproduce
+
+
+class Stage:
+    """A stage module: writes --text and the contents of its --src files to --out (a file, or with
+    --folder two files in a folder). Like embed_features.py, a folder stage skips an existing folder
+    by itself."""
+
+    def __init__(self, name):
+        self.__name__, self.calls = name, 0
+
+    def get_parser(self):
+        p = argparse.ArgumentParser()
+        p.add_argument("--out")
+        p.add_argument("--text", default="")
+        p.add_argument("--src", nargs="*", default=[])
+        p.add_argument("--folder", action="store_true")
+        return p
+
+    def main(self, args):
+        if args.folder and os.path.isdir(args.out):
+            return
+        self.calls += 1
+        text = args.text + "".join(open(s).read() for s in args.src)
+        if args.folder:
+            os.makedirs(args.out)
+            for name in ("a.txt", "b.txt"):
+                with open(os.path.join(args.out, name), "w") as f:
+                    f.write(name + text)
+        else:
+            with open(args.out, "w") as f:
+                f.write(text)
+
+
+def test_stages_rerun_what_changed(tmp_path):
+    a, b, c = (str(tmp_path / n) for n in ("a.txt", "b.txt", "c"))
+    A, B, C = Stage("A"), Stage("B"), Stage("C")
+    manifest = str(tmp_path / "manifest.json")
+
+    def pipeline(text="x", seed=0):
+        st = reproduce.Stages(manifest, {"preset": 1}, seed, force=False)
+        st.run("a", a, A, ["--out", a, "--text", text])
+        st.run("b", b, B, ["--out", b, "--src", a], [a])
+        st.run("c", c, C, ["--out", c, "--folder", "--text", "z"])
+        return A.calls, B.calls, C.calls
+
+    assert pipeline() == (1, 1, 1)
+    assert pipeline() == (1, 1, 1)                      # all skipped
+    record = json.load(open(manifest))[b]
+    assert record["argv"] == ["--out", b, "--src", a] and record["seed"] == 0
+    assert record["inputs"] == {a: reproduce.checksum(a)} and record["outputs"] == {b: reproduce.checksum(b)}
+
+    open(b, "w").write("corrupt")
+    assert pipeline() == (1, 2, 1)                      # b redone, nothing else
+    open(a, "w").write("corrupt")
+    assert pipeline() == (2, 2, 1)                      # a redone with the same bytes: b's input unchanged
+    assert pipeline(text="y") == (3, 3, 1)              # a changed: b, which reads it, reruns too
+    os.remove(b)
+    assert pipeline(text="y") == (3, 4, 1)              # a missing output
+    assert pipeline(text="y", seed=1) == (4, 5, 1)      # another seed: every stage (c's own check keeps c)
+    with open(os.path.join(c, "b.txt"), "a") as f:
+        f.write("!")
+    assert pipeline(text="y", seed=1) == (4, 5, 2)      # a file of a folder output changed: removed and redone
+    assert open(os.path.join(c, "b.txt")).read() == "b.txtz"
+
+    old = {k: "0123456789abcdef" for k in json.load(open(manifest))}  # the earlier manifest format
+    json.dump(old, open(manifest, "w"))
+    assert pipeline(text="y", seed=1) == (5, 6, 2)      # redone (c's own check keeps the folder)
+
+
+def test_checksum_of_a_folder(tmp_path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "x.png").write_bytes(b"1")
+    (d / "index.json").write_text("{}")
+    first = reproduce.checksum(str(d))
+    (d / ".tmp-partial").write_bytes(b"ignored")        # temporary files of an atomic write
+    assert reproduce.checksum(str(d)) == first
+    (d / "sub" / "x.png").write_bytes(b"2")
+    assert reproduce.checksum(str(d)) != first
+    (d / "sub" / "x.png").write_bytes(b"1")
+    (d / "sub" / "x.png").rename(d / "sub" / "y.png")   # same bytes, another name
+    assert reproduce.checksum(str(d)) != first
