@@ -10,6 +10,7 @@ Sources of the paper values:
 Values not marked are ours, chosen for the CPU-sized default and measured in README / docs.
 """
 import copy
+import math
 
 DATASETS = {
     "fmnist": dict(
@@ -125,21 +126,49 @@ PRESETS = {
 
 
 def get_preset(name, scale=1.0):
-    """A copy of preset `name`; `scale` < 1 shortens every epoch/iteration budget (at least 1)."""
+    """A copy of preset `name`, with every budget multiplied by `scale`.
+
+    `scale` != 1 multiplies the epochs, iterations and style steps (at least 1 each). `scale` < 1 also
+    shrinks the data by the same factor: the split sizes (counts; fractions too), the stylised test
+    images and the clean evaluation images (all of them becomes the fraction `scale`). So every
+    training stage costs about scale^2 (epochs x images) of the full run, and zero-shot, whose
+    images are generated, shrinks by scale^2 in iterations (at full size its 80k iterations of
+    6 x 128 queries are ~40x the victim's training, and would otherwise dominate every short run)
+    and by scale in its batch. Floors keep every stage working: enough images to train on, at least
+    10 stylised training images per model (gamma of the victim's part) for the meta-classifier's
+    80/20 split, and at least m stylised test images for the test."""
     if name not in PRESETS:
         from .cli import UserError
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     p = copy.deepcopy(PRESETS[name])
     p["name"] = name
+    if scale <= 0:
+        from .cli import UserError
+        raise UserError(f"--scale {scale}: the scale must be positive (e.g. 0.1 for a run 100x shorter)")
+
+    def s(v, factor=scale, floor=1):
+        return max(floor, int(round(v * factor)))
+
     if scale != 1.0:
-        def s(v):
-            return max(1, int(round(v * scale)))
         p["train"]["epochs"] = s(p["train"]["epochs"])
-        for a in p["attacks"].values():
+        for mode, a in p["attacks"].items():
+            if mode == "zero-shot" and scale < 1:
+                a["iterations"] = s(a["iterations"], scale ** 2)
+                a["batch"] = s(a["batch"], floor=min(a["batch"], 16))  # BatchNorm statistics need a few images
+                continue
             for k in ("epochs", "iterations"):
                 if k in a:
                     a[k] = s(a[k])
         p["clf"]["epochs"] = s(p["clf"]["epochs"])
         p["style"]["steps"] = s(p["style"]["steps"])
+    if scale < 1:
+        min_victim = int(math.ceil(10 / p["gamma"]))  # 10 stylised images per model for the meta-classifier
+        for k, v in p["split"].items():
+            if isinstance(v, float) and v <= 1:
+                p["split"][k] = v * scale  # a fraction of the training set (imagenet): no floor known here
+            else:
+                p["split"][k] = s(v, floor=min(v, min_victim if k == "victim" else 50))
+        p["styled_test"] = s(p["styled_test"], floor=min(p["styled_test"], p["m"]))
+        p["eval_test"] = s(p["eval_test"], floor=min(p["eval_test"], 100)) if p.get("eval_test") else float(scale)
     p["scale"] = scale
     return p
