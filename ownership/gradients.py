@@ -307,6 +307,8 @@ def _blocks(images, dataset, device, dtype, augment, seed, start=0, stop=None):
     gets the transform that the whole set gets."""
     from .data import augment as aug, augment_draws, normalise
     stop = len(images) if stop is None else stop
+    if start >= stop:  # an empty shard
+        return
     if start % AUG_BLOCK or (stop != len(images) and stop % AUG_BLOCK):
         raise ValueError(f"rows {start}:{stop} are not whole blocks of {AUG_BLOCK} images")
     gen = torch.Generator().manual_seed(seed)

@@ -49,7 +49,9 @@ def test_two_process_gradient_set_equals_one_process(repo, tmp_path):
     for name, launch in (("one", [sys.executable]),
                          ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
         out = str(tmp_path / name / "g_f.npy")
-        r = subprocess.run(launch + [os.path.join(repo, "gradientset.py"), f"--m={ck}", "--dataset=fmnist",
+        # --model_root, not its alias --m: torchrun's own parser rejects --m as an ambiguous prefix of its
+        # options (--module, --master-addr ...) even after the script name
+        r = subprocess.run(launch + [os.path.join(repo, "gradientset.py"), f"--model_root={ck}", "--dataset=fmnist",
                                      "--batch_size=64", f"--gradientset_path={out}", f"--data-dir={dd_}",
                                      f"--model-dir={md}"], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
