@@ -2,7 +2,7 @@
 
     python gradientset.py --model=wrn16-1 --m=./model/victim/vict-wrn16-1.pt --dataset=cifar10 --gpu=0
     python gradientset.py --m=./model/victim/vict-wrn10-2.pt --dataset=fmnist
-    torchrun --standalone --nproc_per_node=4 gradientset.py --model_root=./model/victim/vict-wrn28-10.pt --dataset=cifar10
+    torchrun --standalone --nproc_per_node=4 gradientset.py --model_root=model/victim/vict-wrn28-10.pt --dataset=cifar10
 
 Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image).
 Under torchrun each rank takes a contiguous shard of the images and rank 0 writes the one file,

@@ -36,7 +36,7 @@ def get_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
     p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply every epoch/iteration budget and, below 1, the data (ownership/presets.py get_preset)")
+                   help="multiply every budget and, below 1, the data (get_preset in ownership/presets.py)")
     p.add_argument("--out", default=None, help="results folder (default: results/<preset>)")
     p.add_argument("--workdir", default=None,
                    help="where data/, model/, gradients_set/, prob/ go (default: the repository; results/smoke "
@@ -106,7 +106,8 @@ def main(args):
 
     # 1. the external feature
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
-    st.run("embed", os.path.join(styled, "index.json"), embed_features, common + ["--preset", args.preset, "--scale", str(args.scale), "--preview"])
+    st.run("embed", os.path.join(styled, "index.json"), embed_features,
+           common + ["--preset", args.preset, "--scale", str(args.scale), "--preview"])
 
     # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
     #    benign-<arch> first, then other seeds: -s1, -s2 ...), and the held-out benign reference

@@ -126,49 +126,45 @@ PRESETS = {
 
 
 def get_preset(name, scale=1.0):
-    """A copy of preset `name`, with every budget multiplied by `scale`.
+    """A copy of preset `name` for a run `scale` times as long.
 
-    `scale` != 1 multiplies the epochs, iterations and style steps (at least 1 each). `scale` < 1 also
-    shrinks the data by the same factor: the split sizes (counts; fractions too), the stylised test
-    images and the clean evaluation images (all of them becomes the fraction `scale`). So every
-    training stage costs about scale^2 (epochs x images) of the full run, and zero-shot, whose
-    images are generated, shrinks by scale^2 in iterations (at full size its 80k iterations of
-    6 x 128 queries are ~40x the victim's training, and would otherwise dominate every short run)
-    and by scale in its batch. Floors keep every stage working: enough images to train on, at least
-    10 stylised training images per model (gamma of the victim's part) for the meta-classifier's
-    80/20 split, and at least m stylised test images for the test."""
+    Any scale multiplies the epochs, iterations and style steps (at least 1 each). Below 1 it also
+    shrinks the data by the same factor, so a training stage costs about scale^2 (epochs x images) of
+    the full one: the split sizes (counts or fractions), the stylised test images, and the clean
+    evaluation images (a count, else the fraction `scale` of the test set). Zero-shot has no data: its
+    iterations shrink by scale^2 and its batch by scale, one factor more than the other stages,
+    because at full size it already costs ~16x the victim's training (cifar10: 80k iterations of
+    5 x 128 + 128 victim queries, ~72M forward passes, against 30k images x 50 epochs x ~3 passes).
+    Floors keep every stage working: 10 stylised training images per model (the meta-classifier's
+    80/20 split), 50 images per other split, m stylised test images (the test), 8 images per
+    zero-shot batch (BatchNorm)."""
+    from .cli import UserError
     if name not in PRESETS:
-        from .cli import UserError
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    p = copy.deepcopy(PRESETS[name])
-    p["name"] = name
     if scale <= 0:
-        from .cli import UserError
-        raise UserError(f"--scale {scale}: the scale must be positive (e.g. 0.1 for a run 100x shorter)")
+        raise UserError(f"--scale {scale} must be positive (e.g. 0.1 for a short run)")
+    p = copy.deepcopy(PRESETS[name])
+    p["name"], p["scale"] = name, scale
 
     def s(v, factor=scale, floor=1):
-        return max(floor, int(round(v * factor)))
+        return max(min(v, floor), int(round(v * factor)))  # never more than v because of the floor
 
     if scale != 1.0:
         p["train"]["epochs"] = s(p["train"]["epochs"])
-        for mode, a in p["attacks"].items():
-            if mode == "zero-shot" and scale < 1:
-                a["iterations"] = s(a["iterations"], scale ** 2)
-                a["batch"] = s(a["batch"], floor=min(a["batch"], 16))  # BatchNorm statistics need a few images
-                continue
+        for a in p["attacks"].values():
             for k in ("epochs", "iterations"):
                 if k in a:
                     a[k] = s(a[k])
         p["clf"]["epochs"] = s(p["clf"]["epochs"])
         p["style"]["steps"] = s(p["style"]["steps"])
     if scale < 1:
-        min_victim = int(math.ceil(10 / p["gamma"]))  # 10 stylised images per model for the meta-classifier
+        zs = p["attacks"]["zero-shot"]
+        zs["iterations"], zs["batch"] = s(zs["iterations"]), s(zs["batch"], floor=8)  # iterations: scale^2
         for k, v in p["split"].items():
             if isinstance(v, float) and v <= 1:
-                p["split"][k] = v * scale  # a fraction of the training set (imagenet): no floor known here
+                p["split"][k] = v * scale  # a fraction of the training set (imagenet)
             else:
-                p["split"][k] = s(v, floor=min(v, min_victim if k == "victim" else 50))
-        p["styled_test"] = s(p["styled_test"], floor=min(p["styled_test"], p["m"]))
-        p["eval_test"] = s(p["eval_test"], floor=min(p["eval_test"], 100)) if p.get("eval_test") else float(scale)
-    p["scale"] = scale
+                p["split"][k] = s(v, floor=math.ceil(10 / p["gamma"]) if k == "victim" else 50)
+        p["styled_test"] = s(p["styled_test"], floor=p["m"])
+        p["eval_test"] = s(p["eval_test"], floor=100) if p.get("eval_test") else float(scale)
     return p

@@ -46,8 +46,8 @@ def test_two_process_gradient_set_equals_one_process(repo, tmp_path):
     ck = str(tmp_path / "m.pt")
     checkpoints.save_checkpoint(ck, checkpoints.model_record(get_model("wrn10-1", 10, 1), "wrn10-1", 10, 1, "fmnist"))
     outs = {}
-    for name, launch in (("one", [sys.executable]),
-                         ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    for name, launch in (("one", [sys.executable]), ("two", torchrun)):
         out = str(tmp_path / name / "g_f.npy")
         # --model_root, not its alias --m: torchrun's own parser rejects --m as an ambiguous prefix of its
         # options (--module, --master-addr ...) even after the script name
