@@ -54,19 +54,17 @@ def mean(value, device):
     return t.item() / world()
 
 
-def gather_to_main(obj):
-    """[object of rank 0, of rank 1, ...] on rank 0 and None on the others ([obj] without torchrun).
+def send_to_main(obj):
+    """On a rank other than 0: pickle `obj` and send it to rank 0, which takes it with receive_from."""
+    dist.send_object_list([obj], dst=0)
 
-    dist.gather_object pickles each object and the parts arrive at rank 0 together: rank 0 holds all
-    other ranks' parts at once (plus their pickled bytes while unpickling); rank 0 can pass None and
-    keep its own part where it is. Fine for the gradient sets here (int8: 50k images x 5178 values
-    of WRN-28-10 are 259 MB); a set that does not fit in memory would need point-to-point sends of
-    tensors, one rank at a time."""
-    if not dist.is_initialized():
-        return [obj]
-    parts = [None] * world() if is_main() else None
-    dist.gather_object(obj, parts, dst=0)
-    return parts
+
+def receive_from(src):
+    """On rank 0: the object that rank `src` sent with send_to_main. Receiving rank by rank holds one
+    rank's object (and its pickled bytes) at a time, not the whole gathered set."""
+    box = [None]
+    dist.recv_object_list(box, src=src)
+    return box[0]
 
 
 def shard(n):

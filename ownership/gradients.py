@@ -28,6 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed as dd
+
 LIMIT = 5000
 
 
@@ -344,7 +346,6 @@ def shard_rows(n, batch_size):
     """This rank's rows of n images under torchrun (all of them otherwise): a contiguous run of whole
     units of lcm(AUG_BLOCK, batch_size) images, so each image gets the same transform and the same
     batch as in one process, and its signs are the same bit for bit."""
-    from . import distributed as dd
     unit = math.lcm(AUG_BLOCK, batch_size)
     units = dd.shard(-(-n // unit))
     return slice(min(n, units.start * unit), min(n, units.stop * unit))
@@ -376,7 +377,8 @@ def gradient_signs(model, images, dataset, device, batch_size=128, augment=True,
     start = 0
     batches = _rechunk(_blocks(images, dataset, device, dtype, augment, seed, rows.start, rows.stop), batch_size)
     with torch.autocast(torch.device(device).type, enabled=False):
-        for xb, yb in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False, unit="batch"):
+        for xb, yb in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False, unit="batch",
+                           disable=not dd.is_main()):
             g = fn(xb, yb)
             if not torch.isfinite(g).all():
                 from .cli import UserError
@@ -393,7 +395,6 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
     import json
     import os
 
-    from . import distributed as dd
     from . import paths
     from .checkpoints import atomic_write, load_model
     from .data import load_styled
@@ -405,8 +406,8 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
     images = load_styled(data_dir, dataset, gamma, split)
     out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split)
 
-    # under torchrun each rank computes a contiguous shard; rank 0 streams its own rows into the
-    # file, receives the others' (int8) and alone writes the file and meta.json
+    # under torchrun each rank computes a contiguous shard of the rows; rank 0 streams its own into
+    # the file, then receives the other ranks' int8 rows one rank at a time, and alone writes
     rows = shard_rows(len(images), batch_size)
 
     def signs(out=None):
@@ -414,14 +415,14 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
                               desc=f"gradients {os.path.basename(model_path)}", rows=rows)
 
     if not dd.is_main():
-        dd.gather_to_main((rows.start, signs()))
+        dd.send_to_main((rows.start, signs()))
         return out_path
 
     def write(tmp):
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(images), feature_dim(model)))
         signs(arr[rows])
-        for part in dd.gather_to_main(None)[1:]:
-            start, g = part
+        for r in range(1, dd.world()):
+            start, g = dd.receive_from(r)
             arr[start:start + len(g)] = g
         arr.flush()
         del arr
