@@ -30,6 +30,8 @@ def get_parser():
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="split sizes, number of stylised test images and style settings (default: the "
                         "--dataset's preset, else fmnist)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="the preset's --scale: fewer style steps and, below 1, a smaller split (as reproduce.py)")
     p.add_argument("--style-image", default=None,
                    help=f"style image (default: the pointillist canvas {os.path.relpath(style.STYLE_PATH, cli.REPO)})")
     p.add_argument("--encoder-weights", default=None,
@@ -52,7 +54,7 @@ def get_parser():
 def settings(args):
     """The preset and every setting that decides the output (what index.json records)."""
     name = args.preset or (args.dataset if args.dataset in PRESETS else "fmnist")
-    preset = get_preset(name)
+    preset = get_preset(name, args.scale)
     if args.dataset is not None and args.dataset != preset["dataset"]:
         raise cli.UserError(f"--dataset {args.dataset} disagrees with --preset {name} (a {preset['dataset']} "
                             f"preset); drop --dataset or pass --preset {args.dataset}")

@@ -2,12 +2,17 @@
 
     python gradientset.py --model=wrn16-1 --m=./model/victim/vict-wrn16-1.pt --dataset=cifar10 --gpu=0
     python gradientset.py --m=./model/victim/vict-wrn16-1.pt --dataset=fmnist
+    torchrun --standalone --nproc_per_node=4 gradientset.py --model_root=model/victim/vict-wrn28-10.pt --dataset=cifar10
 
 Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image).
+Under torchrun each rank takes a contiguous shard of the images and rank 0 writes the one file,
+identical to a single process's. Spell --m as --model_root there: torchrun's parser takes --m for an
+ambiguous prefix of its own options (--module, --master-addr ...) and stops.
 """
 
 from network import MODELS
 from ownership import cli, gradients
+from ownership import distributed as dd
 
 
 def get_parser():
@@ -28,11 +33,12 @@ def get_parser():
 
 def main(args):
     cli.seed_everything(args.seed)
-    device = cli.get_device(args.gpu)
+    device = dd.setup(cli.get_device(args.gpu))
     out = gradients.collect(args.model_root, args.dataset, args.data_dir, args.grad_dir, args.gamma, args.split,
                             args.model, args.num_classes, device, args.batch_size, args.augment, args.seed,
                             args.gradientset_path)
-    print(f"wrote {out}")
+    if dd.is_main():
+        print(f"wrote {out}")
     return out
 
 

@@ -37,7 +37,8 @@ ROW_MODES = ["source", "distillation", "zero-shot", "fine-tune", "label-query", 
 def get_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every epoch/iteration budget")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every budget and, below 1, the data (get_preset in ownership/presets.py)")
     p.add_argument("--out", default=None, help="results folder (default: results/<preset>)")
     p.add_argument("--workdir", default=None,
                    help="where data/, model/, gradients_set/, prob/ go (default: the repository; results/smoke "
@@ -150,7 +151,7 @@ def main(args):
 
     # 1. the external feature
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
-    st.run("embed", styled, embed_features, common + ["--preset", args.preset, "--preview"])
+    st.run("embed", styled, embed_features, common + ["--preset", args.preset, "--scale", str(args.scale), "--preview"])
 
     # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
     #    benign-<arch> first, then other seeds: -s1, -s2 ...), and the held-out benign reference

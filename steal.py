@@ -30,7 +30,8 @@ def get_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--mode", required=True, choices=STEAL_MODES)
     p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
-    p.add_argument("--scale", type=float, default=1.0, help="multiply the preset's budgets")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply the preset's budgets and, below 1, its data (get_preset in ownership/presets.py)")
     p.add_argument("--victim", default=None, help="victim checkpoint (default: model/victim/vict-<arch>.pt)")
     p.add_argument("--arch", default=None, choices=list(MODELS),
                    help="suspect architecture (default: the victim's for fine-tune, else the attackers')")

@@ -32,7 +32,8 @@ def get_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--role", required=True, choices=list(ROLES))
     p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
-    p.add_argument("--scale", type=float, default=1.0, help="multiply the preset's epochs (e.g. 0.1 for a quick run)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply the preset's budgets and, below 1, its data (get_preset in ownership/presets.py)")
     p.add_argument("--arch", default=None, choices=list(MODELS), help="default: the dataset's victim architecture")
     p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
     p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")

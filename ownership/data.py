@@ -239,24 +239,39 @@ def normalise(x_uint8, dataset, device=None):
     return (x - mean) / std
 
 
+def augment_draws(n, dataset, generator):
+    """The random numbers augment() takes from `generator` for n images, in its order: calling this
+    alone advances the generator exactly as augmenting n images would (gradientset.py skips other
+    ranks' images this way)."""
+    d = DATASETS[dataset]
+    flip = torch.rand(n, generator=generator) < 0.5
+    if d["augment"] == "crop_flip":
+        p = d["pad"]
+        oy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+        ox = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+        return flip, oy, ox
+    ang = (torch.rand(n, generator=generator) * 40 - 20) * math.pi / 180
+    return flip, ang
+
+
 def augment(x, dataset, generator):
     """The reference's training transform, batched: crop with zero padding + horizontal flip
     (CIFAR, Fashion-MNIST) or rotation up to 20 degrees + flip (ImageNet-20). `generator` is a CPU
     torch.Generator so results do not depend on the device."""
     d = DATASETS[dataset]
     n, c, h, w = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
+    draws = augment_draws(n, dataset, generator)
+    flip = draws[0]
     if d["augment"] == "crop_flip":
         p = d["pad"]
-        oy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-        ox = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+        oy, ox = draws[1].to(x.device), draws[2].to(x.device)
         xp = F.pad(x, (p, p, p, p))
         rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         x = xp[torch.arange(n, device=x.device)[:, None, None, None],
                torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
     else:  # rotate_flip
-        ang = (torch.rand(n, generator=generator) * 40 - 20) * math.pi / 180
+        ang = draws[1]
         cos, sin = torch.cos(ang), torch.sin(ang)
         theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1),
                              torch.stack([sin, cos, torch.zeros(n)], 1)], 1).to(x)
@@ -299,8 +314,9 @@ def role_data(preset, data_dir, seed, role, gamma=None):
     dataset = preset["dataset"]
     gamma = preset["gamma"] if gamma is None else gamma
     ds = load_dataset(dataset, data_dir)
-    if role == "test":
+    if role == "test":  # eval_test: a count, a fraction (a scaled preset, see get_preset) or all of it
         n = preset.get("eval_test")
+        n = max(1, round(n * len(ds["test"]))) if isinstance(n, float) else n
         return ds["test"] if not n else ds["test"].subset(range(min(n, len(ds["test"]))))
     if role == "styled-test":
         return load_styled(data_dir, dataset, gamma, "test")

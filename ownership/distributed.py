@@ -54,16 +54,17 @@ def mean(value, device):
     return t.item() / world()
 
 
-def gather_rows(part, n_total):
-    """Concatenate per-rank contiguous row blocks (numpy) on every rank, in rank order."""
-    if not dist.is_initialized():
-        return part
-    import numpy as np
-    parts = [None] * world()
-    dist.all_gather_object(parts, part)
-    out = np.concatenate(parts)
-    assert len(out) == n_total
-    return out
+def send_to_main(obj):
+    """On a rank other than 0: pickle `obj` and send it to rank 0, which takes it with receive_from."""
+    dist.send_object_list([obj], dst=0)
+
+
+def receive_from(src):
+    """On rank 0: the object that rank `src` sent with send_to_main. Receiving rank by rank holds one
+    rank's object (and its pickled bytes) at a time, not the whole gathered set."""
+    box = [None]
+    dist.recv_object_list(box, src=src)
+    return box[0]
 
 
 def shard(n):

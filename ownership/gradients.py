@@ -20,11 +20,15 @@ WRN-16-1, several per 10,000 on WRN-28-10, about as often as the float32 loop di
                           gradient from (input, output gradient), reduced as it is formed, by one of
                           CONV_METHODS per convolution. docs/BENCHMARKS.md has the measurements.
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from . import distributed as dd
 
 LIMIT = 5000
 
@@ -233,6 +237,12 @@ class GradientEngine:
             self.dim += dim
 
     def __call__(self, x, y):
+        """Reduced per-sample gradients (N, dim), in the model's dtype even inside an autocast region:
+        bf16 would flip the sign of small reduced values, and the sign is all the meta-classifier sees."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self._compute(x, y)
+
+    def _compute(self, x, y):
         model = self.model
         model.eval()
         inputs, outputs, handles = {}, {}, []
@@ -292,13 +302,24 @@ def reduced_grads(model, x, y):
 AUG_BLOCK = 128  # images per draw of the training transform (the default batch size, as before)
 
 
-def _blocks(images, dataset, device, dtype, augment, seed):
-    """(x, y) of `images` normalised and, with `augment`, transformed, in blocks of AUG_BLOCK drawn in
-    order from one generator seeded with `seed`: the draws do not depend on any batch size."""
-    from .data import augment as aug, normalise
+def _blocks(images, dataset, device, dtype, augment, seed, start=0, stop=None):
+    """(x, y) of images[start:stop] normalised and, with `augment`, transformed, in blocks of AUG_BLOCK
+    drawn in order from one generator seeded with `seed`: the draws do not depend on any batch size.
+    The blocks before `start` (a multiple of AUG_BLOCK) are drawn but not made, so a shard of the set
+    gets the transform that the whole set gets."""
+    from .data import augment as aug, augment_draws, normalise
+    stop = len(images) if stop is None else stop
+    if start >= stop:  # an empty shard
+        return
+    if start % AUG_BLOCK or (stop != len(images) and stop % AUG_BLOCK):
+        raise ValueError(f"rows {start}:{stop} are not whole blocks of {AUG_BLOCK} images")
     gen = torch.Generator().manual_seed(seed)
-    for start in range(0, len(images), AUG_BLOCK):
-        sl = slice(start, min(len(images), start + AUG_BLOCK))
+    for b in range(0, stop, AUG_BLOCK):
+        sl = slice(b, min(stop, b + AUG_BLOCK))
+        if b < start:
+            if augment:
+                augment_draws(sl.stop - sl.start, dataset, gen)
+            continue
         xb = normalise(images.x[sl], dataset, device)
         if augment:
             xb = aug(xb, dataset, gen)
@@ -321,14 +342,25 @@ def _rechunk(blocks, size):
         yield (xs[0] if len(xs) == 1 else torch.cat(xs)), (ys[0] if len(ys) == 1 else torch.cat(ys))
 
 
+def shard_rows(n, batch_size):
+    """This rank's rows of n images under torchrun (all of them otherwise): a contiguous run of whole
+    units of lcm(AUG_BLOCK, batch_size) images, so each image gets the same transform and the same
+    batch as in one process, and its signs are the same bit for bit."""
+    unit = math.lcm(AUG_BLOCK, batch_size)
+    units = dd.shard(-(-n // unit))
+    return slice(min(n, units.start * unit), min(n, units.stop * unit))
+
+
 def gradient_signs(model, images, dataset, device, batch_size=128, augment=True, seed=0, out=None,
-                   desc="gradients"):
+                   desc="gradients", rows=None):
     """Sign vectors (int8, N x d) of `model` on ImageSet `images`, streamed in batches.
 
     `augment` applies the training transform (as the reference did), drawn from `seed` in fixed blocks
     of AUG_BLOCK images, so two models see the same augmented images whatever their batch sizes.
-    `out` may be a writable array (e.g. a np.memmap) to stream into. Images are cast to the model's
-    floating dtype (a float64 model gets float64 inputs)."""
+    `out` may be a writable array (e.g. a np.memmap) to stream into. `rows` (a slice of whole blocks,
+    see shard_rows) computes only those images' rows, as they are in the whole set. Images are cast to
+    the model's floating dtype (a float64 model gets float64 inputs) and autocast is off: the signs
+    are those of float32 (float64) gradients even if the caller runs under bf16 autocast."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     model.eval()
@@ -338,19 +370,22 @@ def gradient_signs(model, images, dataset, device, batch_size=128, augment=True,
         fn = lambda xb, yb: reduced_grads_vmap(model, xb, yb)  # noqa: E731
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     d = feature_dim(model)
-    n = len(images)
+    rows = rows or slice(0, len(images))
+    n = rows.stop - rows.start
     if out is None:
         out = np.empty((n, d), dtype=np.int8)
     start = 0
-    batches = _rechunk(_blocks(images, dataset, device, dtype, augment, seed), batch_size)
-    for xb, yb in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False, unit="batch"):
-        g = fn(xb, yb)
-        if not torch.isfinite(g).all():
-            from .cli import UserError
-            raise UserError(f"NaN or Inf in the model's gradients ({desc}); its weights overflow: the checkpoint "
-                            f"is broken or diverged")
-        out[start:start + len(g)] = torch.sign(g).to(torch.int8).cpu().numpy()
-        start += len(g)
+    batches = _rechunk(_blocks(images, dataset, device, dtype, augment, seed, rows.start, rows.stop), batch_size)
+    with torch.autocast(torch.device(device).type, enabled=False):
+        for xb, yb in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False, unit="batch",
+                           disable=not dd.is_main()):
+            g = fn(xb, yb)
+            if not torch.isfinite(g).all():
+                from .cli import UserError
+                raise UserError(f"NaN or Inf in the model's gradients ({desc}); its weights overflow: the "
+                                f"checkpoint is broken or diverged")
+            out[start:start + len(g)] = torch.sign(g).to(torch.int8).cpu().numpy()
+            start += len(g)
     return out
 
 
@@ -372,10 +407,24 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
     images = load_styled(data_dir, dataset, gamma, split)
     out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split)
 
+    # under torchrun each rank computes a contiguous shard of the rows; rank 0 streams its own into
+    # the file, then receives the other ranks' int8 rows one rank at a time, and alone writes
+    rows = shard_rows(len(images), batch_size)
+
+    def signs(out=None):
+        return gradient_signs(model, images, dataset, device, batch_size, augment, seed, out=out,
+                              desc=f"gradients {os.path.basename(model_path)}", rows=rows)
+
+    if not dd.is_main():
+        dd.send_to_main((rows.start, signs()))
+        return out_path
+
     def write(tmp):
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(images), feature_dim(model)))
-        gradient_signs(model, images, dataset, device, batch_size, augment, seed, out=arr,
-                       desc=f"gradients {os.path.basename(model_path)}")
+        signs(arr[rows])
+        for r in range(1, dd.world()):
+            start, g = dd.receive_from(r)
+            arr[start:start + len(g)] = g
         arr.flush()
         del arr
 

@@ -10,6 +10,7 @@ Sources of the paper values:
 Values not marked are ours, chosen for the CPU-sized default and measured in README / docs.
 """
 import copy
+import math
 
 DATASETS = {
     "fmnist": dict(
@@ -125,15 +126,30 @@ PRESETS = {
 
 
 def get_preset(name, scale=1.0):
-    """A copy of preset `name`; `scale` < 1 shortens every epoch/iteration budget (at least 1)."""
+    """A copy of preset `name` for a run `scale` times as long.
+
+    Any scale multiplies the epochs, iterations and style steps (at least 1 each). Below 1 it also
+    shrinks the data by the same factor, so a training stage costs about scale^2 (epochs x images) of
+    the full one: the split sizes (counts or fractions), the stylised test images, and the clean
+    evaluation images (a count, else the fraction `scale` of the test set). Zero-shot has no data: its
+    iterations shrink by scale^2 and its batch by scale, one factor more than the other stages,
+    because at full size it already costs ~16x the victim's training (cifar10: 80k iterations of
+    5 x 128 + 128 victim queries, ~72M forward passes, against 30k images x 50 epochs x ~3 passes).
+    Floors keep every stage working: 10 stylised training images per model (the meta-classifier's
+    80/20 split), 50 images per other split, m stylised test images (the test), 8 images per
+    zero-shot batch (BatchNorm)."""
+    from .cli import UserError
     if name not in PRESETS:
-        from .cli import UserError
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    if scale <= 0:
+        raise UserError(f"--scale {scale} must be positive (e.g. 0.1 for a short run)")
     p = copy.deepcopy(PRESETS[name])
-    p["name"] = name
+    p["name"], p["scale"] = name, scale
+
+    def s(v, factor=scale, floor=1):
+        return max(min(v, floor), int(round(v * factor)))  # never more than v because of the floor
+
     if scale != 1.0:
-        def s(v):
-            return max(1, int(round(v * scale)))
         p["train"]["epochs"] = s(p["train"]["epochs"])
         for a in p["attacks"].values():
             for k in ("epochs", "iterations"):
@@ -141,5 +157,14 @@ def get_preset(name, scale=1.0):
                     a[k] = s(a[k])
         p["clf"]["epochs"] = s(p["clf"]["epochs"])
         p["style"]["steps"] = s(p["style"]["steps"])
-    p["scale"] = scale
+    if scale < 1:
+        zs = p["attacks"]["zero-shot"]
+        zs["iterations"], zs["batch"] = s(zs["iterations"]), s(zs["batch"], floor=8)  # iterations: scale^2
+        for k, v in p["split"].items():
+            if isinstance(v, float) and v <= 1:
+                p["split"][k] = v * scale  # a fraction of the training set (imagenet)
+            else:
+                p["split"][k] = s(v, floor=math.ceil(10 / p["gamma"]) if k == "victim" else 50)
+        p["styled_test"] = s(p["styled_test"], floor=p["m"])
+        p["eval_test"] = s(p["eval_test"], floor=100) if p.get("eval_test") else float(scale)
     return p

@@ -29,3 +29,35 @@ def test_two_process_training(repo, tmp_path):
     assert acc == pytest.approx(ck["metrics"]["clean_acc"])
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
     assert not os.path.exists(str(path) + ".state")
+
+
+def test_two_process_gradient_set_equals_one_process(repo, tmp_path):
+    """gradientset.py under torchrun (2 ranks, gloo) writes the same bytes as one process. 300 images
+    at batch 64 make 3 units of 128 (shard_rows): rank 0 takes two, rank 1 one, so rank 1 must skip
+    the first two blocks' augmentation draws to match."""
+    import numpy as np
+    from network import get_model
+    from ownership import checkpoints, data, paths
+    dd_, md = str(tmp_path / "data"), str(tmp_path / "model")
+    train = data.load_dataset("fmnist", dd_)["train"].subset(range(300))
+    data.write_folder(os.path.join(paths.styled_dir(dd_, "fmnist"), "train"),
+                      data.ImageSet(255 - train.x, train.y, train.classes, train.idx))
+    torch.manual_seed(0)
+    ck = str(tmp_path / "m.pt")
+    checkpoints.save_checkpoint(ck, checkpoints.model_record(get_model("wrn10-1", 10, 1), "wrn10-1", 10, 1, "fmnist"))
+    outs = {}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    for name, launch in (("one", [sys.executable]), ("two", torchrun)):
+        out = str(tmp_path / name / "g_f.npy")
+        # --model_root, not its alias --m: torchrun's own parser rejects --m as an ambiguous prefix of its
+        # options (--module, --master-addr ...) even after the script name
+        r = subprocess.run(launch + [os.path.join(repo, "gradientset.py"), f"--model_root={ck}", "--dataset=fmnist",
+                                     "--batch_size=64", f"--gradientset_path={out}", f"--data-dir={dd_}",
+                                     f"--model-dir={md}"], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes)
+        assert sorted(os.listdir(tmp_path / name)) == ["g_f.npy", "meta.json"]  # no temporary file left
+        outs[name] = out
+    g = np.load(outs["one"])
+    assert g.shape == (300, 11408) and g.dtype == np.int8
+    assert open(outs["one"], "rb").read() == open(outs["two"], "rb").read()

@@ -227,3 +227,62 @@ def test_gradient_signs_memmap_and_batch_sizes(tmp_path, monkeypatch):
     xs, ys = zip(*G._blocks(images, "fmnist", "cpu", torch.float64, False, 0))
     np.testing.assert_array_equal(
         plain, torch.sign(G.reduced_grads_loop(model, torch.cat(xs), torch.cat(ys))).to(torch.int8).numpy())
+
+
+def test_gradient_signs_rows_match_the_whole_set(monkeypatch):
+    """A shard (rows=) gets the rows of the whole set: the augmentation draws of the blocks before it
+    are skipped, not restarted (restarting gives other images)."""
+    monkeypatch.setattr(G, "AUG_BLOCK", 4)
+    torch.manual_seed(0)
+    model = nontrivial_bn(get_model("wrn10-1", 10, 1), 1, 28)
+    g = torch.Generator().manual_seed(3)
+    images = ImageSet(torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 10, (10,), generator=g), [str(i) for i in range(10)])
+    whole = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=4, seed=5)
+    for rows in (slice(0, 4), slice(4, 8), slice(8, 10), slice(4, 10), slice(10, 10)):
+        np.testing.assert_array_equal(G.gradient_signs(model, images, "fmnist", "cpu", batch_size=4, seed=5,
+                                                       rows=rows), whole[rows], err_msg=str(rows))
+    restarted = G.gradient_signs(model, images.subset(range(4, 10)), "fmnist", "cpu", batch_size=4, seed=5)
+    assert (restarted != whole[4:]).any()
+    with pytest.raises(ValueError):
+        G.gradient_signs(model, images, "fmnist", "cpu", rows=slice(2, 10))
+
+
+def test_shard_rows_cover_the_set_in_whole_units(monkeypatch):
+    from ownership import distributed as dd
+    monkeypatch.setattr(dd, "world", lambda: 3)
+    for n, bs in ((300, 64), (300, 128), (1000, 100), (5, 128), (0, 1)):
+        unit = np.lcm(G.AUG_BLOCK, bs)
+        parts = []
+        for r in range(3):
+            monkeypatch.setattr(dd, "rank", lambda r=r: r)
+            parts.append(G.shard_rows(n, bs))
+        assert parts[0].start == 0 and parts[-1].stop == n
+        assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))
+        assert all((p.start % unit == 0 or p.start == n) and (p.stop % unit == 0 or p.stop == n) for p in parts)
+
+
+# ----------------------------------------------------------------------------- (d) mixed precision
+def test_signs_unchanged_under_bf16_autocast():
+    """Training runs under bf16 autocast on CUDA; gradient sets must not. gradient_signs and the engine
+    called inside a bf16 autocast region give the float32 signs bit for bit, while the engine's own
+    computation left under that autocast (what the autocast-off guard prevents) changes signs."""
+    torch.manual_seed(0)
+    model = nontrivial_bn(get_model("wrn10-1", 10, 1), 1, 28)
+    g = torch.Generator().manual_seed(3)
+    images = ImageSet(torch.randint(0, 256, (16, 1, 28, 28), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 10, (16,), generator=g), [str(i) for i in range(10)])
+    x, y = next(G._blocks(images, "fmnist", "cpu", torch.float32, True, 1))
+    engine = G.GradientEngine(model)
+    fp32 = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=8, seed=1)
+    fp32_engine = engine(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        under = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=8, seed=1)
+        under_engine = engine(x, y)
+        bf16 = engine._compute(x, y)
+    np.testing.assert_array_equal(under, fp32)
+    assert under_engine.dtype == torch.float32 and torch.equal(under_engine, fp32_engine)
+    assert bf16.dtype == torch.bfloat16
+    flipped = (torch.sign(bf16.float()) != torch.sign(fp32_engine)).sum().item()
+    assert flipped > 0  # bf16 would change the sign vectors
