@@ -132,6 +132,10 @@ def main(args):
     d = DATASETS[ds]
     va, aa = d["victim_arch"], d["attacker_arch"]
     archs = list(dict.fromkeys([va, aa]))
+    for k, (arch, _) in enumerate(preset["independents"], 1):
+        if arch not in archs:
+            raise cli.UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
+                                f"only for {archs}; use one of those architectures")
     workdir = args.workdir or (os.path.join(cli.REPO, "results", "smoke") if args.preset == "smoke" else cli.REPO)
     out = args.out or os.path.join(cli.REPO, "results", args.preset + ("-reference" if args.protocol == "reference" else ""))
     dirs = dict(data=os.path.join(workdir, "data"), model=os.path.join(workdir, "model"),
@@ -169,10 +173,6 @@ def main(args):
         # the reference protocol uses the benign model the classifier saw; ours a held-out one
         refs[arch] = neg[arch][0] if args.protocol == "reference" else paths.benign(M, arch, "-ref")
         st.run("train", refs[arch], train_model, staged + ["--role", "benign", "--arch", arch, "--tag=-ref"], [styled])
-    for k, (arch, _) in enumerate(preset["independents"], 1):
-        if arch not in archs:
-            raise cli.UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
-                                f"only for {archs}; use one of those architectures")
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)

@@ -68,7 +68,7 @@ def main(args):
         model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed,
                                   state_path=state, save_every=args.save_every)
     else:
-        student = get_model(arch, d["num_classes"], d["channels"])
+        student = None if mode == "multi-stage" else get_model(arch, d["num_classes"], d["channels"])
         if mode == "distillation":
             role = "victim-mixed" if cfg.get("data", "victim") == "victim" else "attacker"
             model = attacks.distillation(victim, student, role_data(preset, args.data_dir, args.seed, role, args.gamma),

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ownership import blackbox, metaclf, verify
+from common import detection_rate
 from ownership.checkpoints import load_model
 from ownership.data import load_styled
 
@@ -55,7 +56,6 @@ for arch in ["wrn16-1", "wrn10-1"]:
             ref = metaclf.predict_proba(ck, feats(f"{B}{arch}-ref.pt", te, te_clean, layout))
             for s in sus[arch]:
                 p = metaclf.predict_proba(ck, feats(f"{M}/{s}", te, te_clean, layout))
-                rate = np.mean([verify.test(p[k * 10:(k + 1) * 10], ref[k * 10:(k + 1) * 10], 10, 0.0, "paper", 0)["p_value"]
-                                < 0.01 for k in range(len(te) // 10)])
+                rate = detection_rate(p, ref)
                 print(f"{arch:8} {layout:8} {name:5} {os.path.basename(s):28} ps={p.mean():.3f} ref={ref.mean():.3f} "
                       f"dmu={p.mean() - ref.mean():+.3f} rate={rate:.2f}", flush=True)

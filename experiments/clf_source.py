@@ -3,6 +3,7 @@ import sys, json, os
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np, torch
 from ownership import gradients, blackbox, metaclf, verify, paths
+from common import detection_rate
 from ownership.checkpoints import load_model
 from ownership.data import load_styled
 W = sys.argv[1]  # the --workdir of a finished `reproduce.py --preset fmnist` run; ds = "fmnist"; D = W + "/data"
@@ -41,7 +42,7 @@ for arch in archs:
                 p = metaclf.predict_proba(ck, feats(s, access, B, B_clean, "B", aug))
                 r = verify.test(p, ref, 10, 0.0, "paper", 0)
                 # 20 disjoint draws of m=10 from B: detection rate
-                rate = np.mean([verify.test(p[k*10:(k+1)*10], ref[k*10:(k+1)*10], 10, 0.0, "paper", 0)["p_value"] < 0.01 for k in range(len(B) // 10)])
+                rate = detection_rate(p, ref)
                 row = dict(arch=arch, access=access, src=src, aug=aug, suspect=os.path.basename(s), best_epoch=ck["best_epoch"], acc=ck["test_acc"],
                            mean_ps=float(p.mean()), mean_ref=float(ref.mean()), dmu_all=float(p.mean()-ref.mean()), p10=r["p_value"], rate50=float(rate))
                 print(json.dumps(row), flush=True)

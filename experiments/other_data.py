@@ -10,6 +10,7 @@ import torch
 
 from network import get_model
 from ownership import blackbox, gradients, metaclf, verify
+from common import detection_rate
 from ownership.checkpoints import load_model, model_record, save_checkpoint
 from ownership.data import load_dataset, load_styled, split_indices
 from ownership.presets import get_preset
@@ -53,7 +54,6 @@ for arch in ["wrn16-1", "wrn10-1"]:
             ref = metaclf.predict_proba(ck, feats(f"{B}{arch}-ref.pt", access, te, te_clean))
             for s in sus[arch]:
                 p = metaclf.predict_proba(ck, feats(f"{M}/{s}", access, te, te_clean))
-                rate = np.mean([verify.test(p[k * 10:(k + 1) * 10], ref[k * 10:(k + 1) * 10], 10, 0.0, "paper", 0)["p_value"]
-                                < 0.01 for k in range(len(te) // 10)])
+                rate = detection_rate(p, ref)
                 print(f"{arch:8} {access:9} {name:18} {os.path.basename(s):28} ps={p.mean():.3f} ref={ref.mean():.3f} "
                       f"dmu={p.mean() - ref.mean():+.3f} rate={rate:.2f}", flush=True)

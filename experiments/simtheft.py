@@ -5,6 +5,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np, torch
 from network import get_model
 from ownership import gradients, blackbox, metaclf, verify, attacks
+from common import detection_rate
 from ownership.checkpoints import load_model, save_checkpoint, model_record
 from ownership.data import load_styled, role_data
 from ownership.presets import get_preset
@@ -43,5 +44,5 @@ for access in ["white-box", "black-box"]:
         ref = metaclf.predict_proba(ck, feats(f"{M}/benign/benign-wrn10-1-ref.pt", access, te, te_clean))
         for s in sus:
             p = metaclf.predict_proba(ck, feats(f"{M}/{s}", access, te, te_clean))
-            rate = np.mean([verify.test(p[k*10:(k+1)*10], ref[k*10:(k+1)*10], 10, 0.0, "paper", 0)["p_value"] < 0.01 for k in range(len(te) // 10)])
+            rate = detection_rate(p, ref)
             print(f"{access:9} {name:10} {os.path.basename(s):24} ps={p.mean():.3f} ref={ref.mean():.3f} dmu={p.mean()-ref.mean():+.3f} rate={rate:.2f}", flush=True)
