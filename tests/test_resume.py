@@ -114,8 +114,11 @@ def test_steal_zero_shot_resume(tmp_path, monkeypatch):
     checkpoints.save_checkpoint(victim, checkpoints.model_record(get_model("wrn10-1", 10, 1), "wrn10-1", 10, 1,
                                                                  "fmnist"))
 
+    scale = "0.6"  # smoke's 10 iterations x 0.6^2 -> 4, so --save-every 1 saves before the end
+    assert get_preset("smoke", float(scale))["attacks"]["zero-shot"]["iterations"] >= 2
+
     def steal_to(out, *extra):
-        argv = ["--mode", "zero-shot", "--preset", "smoke", "--scale", "0.3", "--victim", victim, "--data-dir", dd,
+        argv = ["--mode", "zero-shot", "--preset", "smoke", "--scale", scale, "--victim", victim, "--data-dir", dd,
                 "--model-dir", md, "--out", out, "--save-every", "1", *extra]
         steal.main(steal.get_parser().parse_args(argv))
         return torch.load(out, weights_only=True)["state_dict"]
