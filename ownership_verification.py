@@ -4,10 +4,12 @@
     python ownership_verification.py --mode=fine-tune --dataset=fmnist
     python ownership_verification.py --s=suspect.pt --dataset=fmnist
 
-The suspect and a benign reference of the same architecture are queried with the same m transformed
-(stylised) test images; the meta-classifier gives P(stolen) for each. The default test is the paper's
-one-sided paired t-test of H0: mean(p_S - p_B) <= tau; --test reference runs the reference code's
-protocol (40 draws of 10, two-sided Welch, harmonic mean of p) for comparison.
+The suspect and the held-out benign references of the same architecture (benign-<arch>-ref.pt, -ref2.pt
+... as reproduce.py trains them, or --b) are queried with the same m transformed (stylised) test images;
+the meta-classifier gives P(stolen) for each. The default test runs the paper's one-sided paired t-test
+of H0: mean(p_S - p_B) <= tau against every reference and reports the largest p: the suspect must be
+more victim-like than each of them (docs/VALIDITY.md). --test paper uses the first reference only;
+--test reference runs the reference code's protocol (40 draws of 10, two-sided Welch, harmonic mean of p).
 Prints `result:  p-val: <p> mu: <delta mu>`, then one JSON line; writes prob/<dataset>/<mode>.npz.
 """
 import json
@@ -30,16 +32,18 @@ def get_parser():
     p.add_argument("--model", choices=list(MODELS), default=None,
                    help="the suspect's architecture, needed when its file does not record it (a bare "
                         "state_dict, or a .safetensors file without 'arch' metadata)")
-    p.add_argument("--benign_model_root", "--b", dest="benign", default=None,
-                   help="benign reference checkpoint (default: benign-<arch>-ref.pt, the held-out reference, "
-                        "else benign-<arch>.pt)")
+    p.add_argument("--benign_model_root", "--b", dest="benign", default=None, nargs="+",
+                   help="benign reference checkpoint(s) (default: the held-out references benign-<arch>-ref.pt, "
+                        "-ref2.pt ... that exist, else benign-<arch>.pt)")
     p.add_argument("--clf_root", "--c", dest="clf", default=None,
                    help="meta-classifier (default: model/clf/gradsign-<dataset>-<arch>.pt)")
     p.add_argument("--m", type=int, default=10, help="number of transformed images queried (default 10)")
     p.add_argument("--tau", type=float, default=0.0, help="margin of the paper's test (default 0)")
     p.add_argument("--alpha", type=float, default=verify.ALPHA, help="significance level of the verdict")
-    p.add_argument("--test", default="paper", choices=["paper", "reference"],
-                   help="paper: one-sided paired t-test; reference: the reference code's protocol")
+    p.add_argument("--test", default="paired-all", choices=list(verify.TESTS),
+                   help="paired-all (default): the paper's one-sided paired t-test against every reference, the "
+                        "largest p (with one reference it is the paper's test); paper: against the first only; spread: the suspect's mean against the references' "
+                        "means (needs 3 or more); reference: the reference code's protocol")
     p.add_argument("--access", default="white-box", choices=["white-box", "black-box"],
                    help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE)")
     p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
@@ -55,13 +59,11 @@ def resolve(args, device="cpu"):
     model, ck = load_model(suspect, args.model, d["num_classes"], d["channels"], device, "suspect model",
                            made_by="python reproduce.py")
     arch = ck.get("arch") or args.model
-    benign = args.benign
-    if benign is None:
-        held_out = paths.benign(args.model_dir, arch, "-ref")
-        benign = held_out if os.path.exists(held_out) else paths.benign(args.model_dir, arch)
-    if os.path.abspath(benign) == os.path.abspath(suspect):
-        raise cli.UserError(f"the suspect and the benign reference are the same file ({suspect}); the test "
-                            f"would compare a model with itself. Pass another reference with --b")
+    benign = args.benign or paths.references(args.model_dir, arch) or [paths.benign(args.model_dir, arch)]
+    for b in benign:
+        if os.path.abspath(b) == os.path.abspath(suspect):
+            raise cli.UserError(f"the suspect and a benign reference are the same file ({suspect}); the test "
+                                f"would compare a model with itself. Pass other references with --b")
     clf = args.clf or paths.clf(args.model_dir, args.dataset, arch, args.access)
     return suspect, model, benign, clf, arch
 
@@ -75,17 +77,15 @@ def main(args):
                           made_by=f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}")
     images = load_styled(args.data_dir, args.dataset, args.gamma, "test")
     clean_x = blackbox.originals(images, args.dataset, args.data_dir, "test") if clf.get("kind") == "black-box" else None
-    probs = {}
-    reference, _ = load_model(benign, None, d["num_classes"], d["channels"], device, "reference model")
-    for role, model in (("suspect", suspect_model), ("reference", reference)):
-        probs[role] = verify.probabilities(model, clf, images, args.dataset, device, args.batch_size, args.seed,
-                                           clean_x)
-    r = verify.test(probs["suspect"], probs["reference"], args.m, args.tau, args.test, args.seed, args.alpha)
+    p_s = verify.probabilities(suspect_model, clf, images, args.dataset, device, args.batch_size, args.seed, clean_x)
+    p_b = [verify.probabilities(load_model(b, None, d["num_classes"], d["channels"], device, "reference model")[0],
+                                clf, images, args.dataset, device, args.batch_size, args.seed, clean_x) for b in benign]
+    r = verify.test(p_s, p_b, args.m, args.tau, args.test, args.seed, args.alpha)
     out = paths.prob(args.prob_dir, args.dataset, args.mode)
-    atomic_write(out, lambda tmp: np.savez(tmp, p_suspect=probs["suspect"],
-                                           p_reference=probs["reference"], image_index=images.idx.numpy()))
+    atomic_write(out, lambda tmp: np.savez(tmp, p_suspect=p_s, p_reference=p_b[0], p_references=np.stack(p_b),
+                                           image_index=images.idx.numpy()))
     print(f"result:  p-val: {r['p_value']} mu: {r['delta_mu']}")
-    r.update(mode=args.mode, suspect=suspect, reference=benign, clf=clf_path, probabilities=out)
+    r.update(mode=args.mode, suspect=suspect, reference=benign[0], references=benign, clf=clf_path, probabilities=out)
     print(json.dumps({k: v for k, v in r.items() if k != "images"}))
     return r
 

@@ -50,6 +50,8 @@ def get_parser():
                         "reference, the paper's one-sided paired test; reference: the reference code's protocol "
                         "(one victim against one benign model, that same benign model as reference, Welch "
                         "two-sided, harmonic mean of 40 draws), for comparison")
+    p.add_argument("--test", default=None, choices=[t for t in verify.TESTS if t != "reference"],
+                   help="the test of protocol ours (default: the preset's; see ownership/stats.py)")
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
     p.add_argument("--debug", action="store_true")
@@ -163,6 +165,7 @@ def main(args):
     if args.protocol == "reference":
         n_v = n_b = 1
     tags = lambda n: [""] + [f"-s{k}" for k in range(1, n)]  # noqa: E731
+    ref_tags = lambda n: ["-ref"] + [f"-ref{k}" for k in range(2, n + 1)]  # noqa: E731
     pos, neg, refs = {}, {}, {}
     for arch in archs:
         pos[arch] = [paths.victim(M, arch, t) for t in tags(n_v)]
@@ -170,9 +173,15 @@ def main(args):
         for role, files in (("victim", pos[arch]), ("benign", neg[arch])):
             for t, f in zip(tags(len(files)), files):
                 st.run("train", f, train_model, staged + ["--role", role, "--arch", arch, f"--tag={t}"], [styled])
-        # the reference protocol uses the benign model the classifier saw; ours a held-out one
-        refs[arch] = neg[arch][0] if args.protocol == "reference" else paths.benign(M, arch, "-ref")
-        st.run("train", refs[arch], train_model, staged + ["--role", "benign", "--arch", arch, "--tag=-ref"], [styled])
+        # the reference protocol uses the benign model the classifier saw; ours K held-out ones
+        if args.protocol == "reference":
+            refs[arch] = [neg[arch][0]]
+            continue
+        refs[arch] = []
+        for t in ref_tags(preset.get("references", 1)):
+            refs[arch].append(paths.benign(M, arch, t))
+            st.run("train", refs[arch][-1], train_model, staged + ["--role", "benign", "--arch", arch, f"--tag={t}"],
+                   [styled])
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)
@@ -211,7 +220,7 @@ def main(args):
     start = time.time()
     images = role_data(preset, dirs["data"], args.seed, "styled-test", preset["gamma"])
     clean_x = blackbox.originals(images, ds, dirs["data"], "test")
-    test_name = "reference" if args.protocol == "reference" else "paper"
+    test_name = "reference" if args.protocol == "reference" else (args.test or preset.get("test", "paper"))
     ref_probs, rows, probs_out = {}, [], {}
     for i, (mode, path, arch) in enumerate(suspects):
         model, ck = load_model(path, device=device)
@@ -221,9 +230,9 @@ def main(args):
         for access in ACCESSES:
             clf = load_checkpoint(clfs[(arch, access)], "meta-classifier")
             if (arch, access) not in ref_probs:
-                ref, _ = load_model(refs[arch], device=device)
-                ref_probs[(arch, access)] = verify.probabilities(ref, clf, images, ds, device, seed=args.seed,
-                                                                 clean_x=clean_x)
+                ref_probs[(arch, access)] = [verify.probabilities(load_model(r, device=device)[0], clf, images, ds,
+                                                                  device, seed=args.seed, clean_x=clean_x)
+                                             for r in refs[arch]]
             p_s = verify.probabilities(model, clf, images, ds, device, seed=args.seed, clean_x=clean_x)
             p_b = ref_probs[(arch, access)]
             r = verify.test(p_s, p_b, preset["m"], preset["tau"], test_name, args.seed)
@@ -236,10 +245,10 @@ def main(args):
     clf_info = {f"{arch}/{access}": dict(path=os.path.relpath(clfs[(arch, access)], workdir),
                                          trained_on=load_checkpoint(clfs[(arch, access)]).get("sources"),
                                          held_out_acc=load_checkpoint(clfs[(arch, access)]).get("test_acc"),
-                                         reference=os.path.relpath(refs[arch], workdir))
+                                         references=[os.path.relpath(r, workdir) for r in refs[arch]])
                 for arch in archs for access in ACCESSES}
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=args.protocol,
-                  test=verify.TESTS[test_name], m=preset["m"], tau=preset["tau"], alpha=verify.ALPHA, rows=rows,
+                  test=verify.TESTS[test_name], test_name=test_name, m=preset["m"], tau=preset["tau"], alpha=verify.ALPHA, rows=rows,
                   classifiers=clf_info, timings=st.timings)
     write_results(out, result, probs_out)
     print(table(result))
@@ -261,11 +270,12 @@ def table(result):
 def write_results(out, result, probs):
     atomic_write(os.path.join(out, "results.json"), lambda tmp: open(tmp, "w").write(json.dumps(result, indent=1)))
     atomic_write(os.path.join(out, "probs.npz"), lambda tmp: np.savez(
-        tmp, **{f"{k}:suspect": v[0] for k, v in probs.items()}, **{f"{k}:reference": v[1] for k, v in probs.items()}))
+        tmp, **{f"{k}:suspect": v[0] for k, v in probs.items()},
+        **{f"{k}:references": np.stack(v[1]) for k, v in probs.items()}))
     md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']}, protocol {result['protocol']})\n\n"
           f"Test: {result['test']}, m = {result['m']}, tau = {result['tau']}, alpha = {result['alpha']}.\n\n"
           + table(result) + "\n\nMeta-classifiers: "
-          + "; ".join(f"{k}: held-out acc {v['held_out_acc']:.3f}, reference {v['reference']}"
+          + "; ".join(f"{k}: held-out acc {v['held_out_acc']:.3f}, references {', '.join(v['references'])}"
                       for k, v in result["classifiers"].items())
           + "\n\nStage timings (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()) + "\n")
     atomic_write(os.path.join(out, "results.md"), lambda tmp: open(tmp, "w").write(md))
@@ -275,16 +285,24 @@ def write_results(out, result, probs):
     fig, axes = plt.subplots(2, 1, figsize=(0.9 * len(result["rows"]) + 3, 6.5), sharex=True)
     for ax, access in zip(axes, ACCESSES):
         data, labels = [], []
+        colours, ref_sets = [], {}
         for k, (p_s, p_b) in probs.items():
             if k.endswith(access):
-                data += [p_s, p_b]
-                labels += [k.split(":")[1], "ref"]
+                i = int(k.split(":")[0])
+                data.append(p_s)
+                labels.append(k.split(":")[1])
+                colours.append("tab:red")
+                ref_sets[result["rows"][i]["arch"]] = p_b
+        for arch, p_b in ref_sets.items():  # each architecture's references once
+            data += list(p_b)
+            labels += [f"ref{j + 1} {arch}" for j in range(len(p_b))]
+            colours += ["tab:gray"] * len(p_b)
         parts = ax.boxplot(data, patch_artist=True)
-        for i, box in enumerate(parts["boxes"]):
-            box.set_facecolor("tab:red" if i % 2 == 0 else "tab:gray")
+        for box, colour in zip(parts["boxes"], colours):
+            box.set_facecolor(colour)
         ax.set_ylabel(f"P(stolen), {access}")
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, fontsize=7)
-    axes[0].set_title(f"{result['preset']}: each suspect (red) next to the benign reference (grey)")
+    axes[0].set_title(f"{result['preset']}: each suspect (red), then the held-out benign references (grey)")
     fig.tight_layout()
     atomic_write(os.path.join(out, "results.png"), lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)

@@ -37,6 +37,10 @@ def get_parser():
     p.add_argument("--access", default="white-box", choices=["white-box", "black-box"],
                    help="white-box: gradient signs (the paper); black-box: prediction shifts (MOVE)")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
+    p.add_argument("--l2", default="auto", choices=["auto", "on", "off"],
+                   help="L2-normalise each feature vector before standardising (auto: on for gradient signs, as "
+                        "the reference; off for black-box prediction shifts, whose size is the signal: "
+                        "docs/VALIDITY.md)")
     p.add_argument("--out", default=None, help="output (default: model/clf/gradsign-<dataset>-<type>.pt)")
     return cli.add_common(p)
 
@@ -70,9 +74,10 @@ def main(args):
     if len(dims) != 1:
         raise cli.UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
                             f"{args.model_type}")
+    l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box")
     ck = metaclf.fit(pos_sets, neg_sets, args.mlp_epoch, args.lr, args.batch_size, args.hidden_cap, args.seed,
                      device, sources=dict(pos=[os.path.abspath(m) for m in pos],
-                                          neg=[os.path.abspath(m) for m in neg]))
+                                          neg=[os.path.abspath(m) for m in neg]), l2=l2)
     ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind=args.access, views=args.views,
               args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
     out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type, args.access)

@@ -14,9 +14,9 @@ from tqdm import tqdm
 from network import MetaMLP, default_hidden
 
 
-def _l2(x):
+def _l2(x, on=True):
     x = x.float()
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) if on else x
 
 
 def _rows(arrays, idx):
@@ -32,8 +32,9 @@ def _rows(arrays, idx):
 
 
 def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, device="cpu",
-        sources=None, desc="meta-classifier"):
-    """pos/neg: lists of (N_i, d) arrays. Returns the checkpoint dict."""
+        sources=None, desc="meta-classifier", l2=True):
+    """pos/neg: lists of (N_i, d) arrays. Returns the checkpoint dict. `l2=False` skips the per-vector
+    L2 normalisation (for features whose length carries the signal, like black-box prediction shifts)."""
     arrays = list(pos) + list(neg)
     d = arrays[0].shape[1]
     for a in arrays:
@@ -50,7 +51,7 @@ def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, d
     s1 = torch.zeros(d, dtype=torch.float64)
     s2 = torch.zeros(d, dtype=torch.float64)
     for i in range(0, n_tr, 1024):
-        xb = _l2(_rows(arrays, tr[i:i + 1024])).double()
+        xb = _l2(_rows(arrays, tr[i:i + 1024]), l2).double()
         s1 += xb.sum(0)
         s2 += (xb * xb).sum(0)
     mean = s1 / n_tr
@@ -64,7 +65,7 @@ def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, d
     y_all = torch.from_numpy(labels)
 
     def prep(rows):
-        return ((_l2(_rows(arrays, rows)) - mean) / std).to(device)
+        return ((_l2(_rows(arrays, rows), l2) - mean) / std).to(device)
 
     # held-out rows are small enough to keep prepared
     x_te = prep(te) if len(te) else None
@@ -89,7 +90,7 @@ def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, d
         if acc > best[0]:
             best = (acc, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, epoch)
     return dict(state_dict=best[1], d=d, hidden=list(hidden), mean=mean, std=std,
-                test_acc=best[0], best_epoch=best[2], n_train=n_tr, n_test=len(te),
+                test_acc=best[0], best_epoch=best[2], n_train=n_tr, n_test=len(te), l2=l2,
                 sources=sources or {})
 
 
@@ -107,5 +108,5 @@ def predict_proba(ck, x, device="cpu", batch_size=1024):
     out = []
     for i in range(0, len(x), batch_size):
         xb = torch.as_tensor(np.asarray(x[i:i + batch_size]), dtype=torch.float32, device=device)
-        out.append(F.softmax(model((_l2(xb) - mean) / std), 1)[:, 1].cpu())
+        out.append(F.softmax(model((_l2(xb, ck.get("l2", True)) - mean) / std), 1)[:, 1].cpu())
     return torch.cat(out).numpy().astype(np.float64)

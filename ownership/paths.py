@@ -32,6 +32,14 @@ def benign(model_dir, arch, tag=""):
     return os.path.join(model_dir, "benign", f"benign-{arch}{tag}.pt")
 
 
+def references(model_dir, arch):
+    """The held-out benign references of `arch` that exist: benign-<arch>-ref.pt, -ref2.pt, -ref3.pt ..."""
+    import re
+    folder, stem = os.path.join(model_dir, "benign"), f"benign-{arch}-ref"
+    found = [f for f in os.listdir(folder) if re.fullmatch(re.escape(stem) + r"\d*\.pt", f)] if os.path.isdir(folder) else []
+    return [os.path.join(folder, f) for f in sorted(found, key=lambda f: int(f[len(stem):-3] or 1))]
+
+
 def with_seeds(path):
     """`path` (e.g. model/victim/vict-wrn10-2.pt) followed by its other-seed siblings ...-s1.pt, -s2.pt."""
     import re

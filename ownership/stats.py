@@ -2,6 +2,12 @@
 
 paper_test      the paper's test: one-sided paired t-test of H0: mean(p_S - p_B) <= tau
                 against H1: mean(p_S - p_B) > tau, on the same m images.
+paired_all_test the paper's test against each of K benign references; the largest p (the suspect
+                must beat every one of them: an intersection-union test, valid at alpha).
+spread_test     model level: the suspect's mean P(stolen) against the K references' means, as a new
+                draw from the benign models' distribution: t = (s - mean_b) / (sd_b sqrt(1 + 1/K)),
+                one-sided, K - 1 degrees of freedom (a normal prediction interval). Accounts for the
+                spread between benign models, which a test against one reference cannot see.
 reference_test  the reference code's protocol: 40 draws of m = 10 images, a two-sided Welch t-test
                 per draw, the harmonic mean of the 40 p-values; delta_mu is the mean difference.
 """
@@ -25,6 +31,35 @@ def paired_test(p_s, p_b, tau=0.0):
         p = float(st.t.sf(t, m - 1))
     return dict(p_value=float(p), delta_mu=float(mean), t=float(t), m=m, tau=tau,
                 test="paired one-sided t-test (paper)")
+
+
+def paired_all_test(p_s, refs, tau=0.0):
+    """The paired test against each reference in `refs` (same images); the largest p decides."""
+    if not len(refs):
+        raise ValueError("paired_all_test needs at least one reference")
+    worst = max((paired_test(p_s, r, tau) for r in refs), key=lambda r: r["p_value"])
+    return dict(p_value=worst["p_value"], delta_mu=float(np.mean(p_s) - np.mean([np.mean(r) for r in refs])),
+                t=worst["t"], m=len(p_s), tau=tau, k=len(refs),
+                test=f"paired one-sided t-test against each of {len(refs)} references, largest p")
+
+
+def spread_test(p_s, refs):
+    """One-sided test that the suspect's mean exceeds the benign references' means (same images)."""
+    k = len(refs)
+    if k < 2:
+        raise ValueError(f"spread_test needs at least 2 references, got {k}")
+    s = float(np.mean(p_s))
+    b = np.array([np.mean(r) for r in refs], np.float64)
+    sd = b.std(ddof=1)
+    diff = s - b.mean()
+    if sd == 0:
+        t = np.inf if diff > 0 else (-np.inf if diff < 0 else 0.0)
+        p = 0.0 if diff > 0 else 1.0
+    else:
+        t = diff / (sd * np.sqrt(1 + 1 / k))
+        p = float(st.t.sf(t, k - 1))
+    return dict(p_value=float(p), delta_mu=float(diff), t=float(t), m=len(p_s), k=k, tau=None,
+                test=f"model-level one-sided t-test against {k} benign references")
 
 
 def welch_test(a, b):

@@ -6,8 +6,11 @@ from . import blackbox, gradients, metaclf, stats
 from .cli import UserError
 
 ALPHA = 0.01  # [P]
-TESTS = {"paper": "paired one-sided t-test (paper)",
+TESTS = {"paper": "paired one-sided t-test against the first reference (paper)",
+         "paired-all": "paired one-sided t-test against each benign reference, largest p",
+         "spread": "model-level one-sided t-test against the benign references' means",
          "reference": "reference: Welch two-sided, harmonic mean of 40 draws"}
+MIN_REFS = {"spread": 3}
 
 
 def probabilities(model, clf_ck, images, dataset, device, batch_size=128, seed=0, clean_x=None):
@@ -35,19 +38,31 @@ def _finite(p, clf_ck):
     return p
 
 
-def test(p_s, p_b, m=10, tau=0.0, test_name="paper", seed=0, alpha=ALPHA):
-    """Run the chosen test on pools p_s, p_b (same images, same order). Returns the result dict."""
+def test(p_s, p_b, m=10, tau=0.0, test_name="paper", seed=0, alpha=ALPHA, images=None):
+    """Run the chosen test on the pool p_s against the benign reference pool p_b, or a list of them
+    (same images, same order). All tests but `reference` see the same m seeded images. Returns the
+    result dict. `images` (indices) replaces the seeded draw."""
+    refs = [np.asarray(r) for r in (p_b if isinstance(p_b, (list, tuple)) else [p_b])]
+    if len(refs) < MIN_REFS.get(test_name, 1):
+        raise UserError(f"the {test_name!r} test needs at least {MIN_REFS[test_name]} benign references, got "
+                        f"{len(refs)}; train more with 'python train_model.py --role benign --tag=-ref2' (-ref3 ...) "
+                        f"or choose --test paper")
     n = len(p_s)
     if m > n:
         raise UserError(f"--m {m} is larger than the {n} transformed test images available; lower --m")
     if m < 2:
         raise UserError(f"--m {m}: the tests need at least 2 images")
-    if test_name == "paper":
-        idx = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
-        r = stats.paired_test(p_s[idx], p_b[idx], tau)
-        r["images"] = idx.tolist()
+    if test_name == "reference":
+        r = stats.reference_test(p_s, refs[0], m=m, seed=seed)
     else:
-        r = stats.reference_test(p_s, p_b, m=m, seed=seed)
+        idx = np.sort(np.random.default_rng(seed).choice(n, m, replace=False) if images is None else images)
+        if test_name == "paper":
+            r = stats.paired_test(p_s[idx], refs[0][idx], tau)
+        elif test_name == "paired-all":
+            r = stats.paired_all_test(p_s[idx], [b[idx] for b in refs], tau)
+        else:
+            r = stats.spread_test(p_s[idx], [b[idx] for b in refs])
+        r["images"] = idx.tolist()
     r["alpha"] = alpha
     r["verdict"] = "stolen" if r["p_value"] < alpha else "not stolen"
     return r

@@ -43,10 +43,12 @@ def test_reference_is_held_out(smoke):
     res = smoke[3]
     assert res["protocol"] == "ours"
     for name, c in res["classifiers"].items():
-        assert c["reference"].endswith("-ref.pt")
+        assert c["references"][0].endswith("-ref.pt") and len(c["references"]) == 4
         trained = c["trained_on"]["pos"] + c["trained_on"]["neg"]
-        assert len(c["trained_on"]["pos"]) >= 2 and len(c["trained_on"]["neg"]) >= 2
-        assert not any(t.endswith(c["reference"]) for t in trained), name
+        assert len(c["trained_on"]["pos"]) >= 2 and len(c["trained_on"]["neg"]) >= 4
+        for ref in c["references"]:
+            assert not any(t.endswith(ref) for t in trained), (name, ref)
+    assert res["test_name"] == "paired-all"
 
 
 def test_independent_models_not_flagged(smoke):

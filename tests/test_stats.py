@@ -72,3 +72,47 @@ def test_reference_protocol_is_two_sided():
     ps, pb = rng.uniform(0, 0.2, 100), rng.uniform(0.5, 1, 100)
     assert stats.reference_test(ps, pb)["p_value"] < 0.01
     assert stats.paired_test(ps, pb)["p_value"] > 0.99
+
+
+def test_paired_all_is_the_largest_scipy_p():
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.4, 1, 12)
+    refs = [rng.uniform(0, 0.7, 12) for _ in range(4)]
+    r = stats.paired_all_test(s, refs)
+    assert r["p_value"] == pytest.approx(max(st.ttest_rel(s, b, alternative="greater").pvalue for b in refs),
+                                         rel=1e-10)
+    assert r["delta_mu"] == pytest.approx(s.mean() - np.mean(refs))
+    assert r["k"] == 4
+
+
+def test_spread_test_known_value():
+    # references' means 0.1, 0.2, 0.3: mean 0.2, sd 0.1; suspect 0.6 -> t = 0.4 / (0.1 sqrt(4/3)) = 2 sqrt 3,
+    # df 2, so p has the closed form of test_paired_test_known_value
+    refs = [np.full(5, 0.1), np.full(5, 0.2), np.full(5, 0.3)]
+    r = stats.spread_test(np.full(5, 0.6), refs)
+    assert r["t"] == pytest.approx(2 * np.sqrt(3))
+    assert r["p_value"] == pytest.approx(0.5 * (1 - np.sqrt(12 / 14)), rel=1e-12)
+    assert r["delta_mu"] == pytest.approx(0.4)
+    assert r["p_value"] == pytest.approx(st.t.sf(2 * np.sqrt(3), 2), rel=1e-12)
+
+
+def test_spread_test_holds_its_level_under_the_null():
+    # suspect and K references drawn from one normal population of model means: the test rejects
+    # at about its level (a prediction interval), whatever the between-model spread
+    rng = np.random.default_rng(4)
+    k, n, alpha = 4, 20000, 0.05
+    means = rng.normal(0.3, 0.15, (n, k + 1))
+    rejected = [stats.spread_test(np.array([row[0]]), [np.array([v]) for v in row[1:]])["p_value"] < alpha
+                for row in means]
+    assert 0.04 < np.mean(rejected) < 0.06
+    # while the paired test against one of them rejects far more often once each model mean is
+    # measured on a few images with small noise (it sees no spread between models)
+    noise = rng.normal(0, 0.05, (2000, 2, 10))
+    paired = [stats.paired_test(means[i, 0] + noise[i, 0], means[i, 1] + noise[i, 1])["p_value"] < alpha
+              for i in range(2000)]
+    assert np.mean(paired) > 0.3
+
+
+def test_spread_test_needs_two_references():
+    with pytest.raises(ValueError):
+        stats.spread_test(np.ones(3), [np.zeros(3)])
