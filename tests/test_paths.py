@@ -1,0 +1,13 @@
+"""ownership.paths: the held-out references are found in numeric order, never a training model."""
+from ownership import paths
+
+
+def test_references_in_order(tmp_path):
+    folder = tmp_path / "benign"
+    folder.mkdir()
+    for tag in ["", "-s1", "-ref10", "-ref2", "-ref", "-refx"]:
+        (folder / f"benign-wrn10-1{tag}.pt").write_bytes(b"")
+    (folder / "benign-wrn16-1-ref.pt").write_bytes(b"")
+    found = [p.split("/")[-1] for p in paths.references(str(tmp_path), "wrn10-1")]
+    assert found == ["benign-wrn10-1-ref.pt", "benign-wrn10-1-ref2.pt", "benign-wrn10-1-ref10.pt"]
+    assert paths.references(str(tmp_path / "nowhere"), "wrn10-1") == []
