@@ -4,8 +4,8 @@
     python reproduce.py --preset smoke         # a few hundred images, about a minute (the tests use it)
     python reproduce.py --preset cifar10 --gpu 0
 
-Stages: embed_features -> train_model (victim, benign, held-out reference, the defender's pair in the
-attackers' architecture, independent models) -> steal (the attacks) -> gradientset -> train_clf ->
+Stages: embed_features -> train_model (victims, benign models, the held-out benign references
+-ref, -ref2 ..., for the victim's and the attackers' architecture; independent models) -> steal (the attacks) -> gradientset -> train_clf ->
 verification of every suspect. Artefacts go to the reference folders (data/, model/, gradients_set/,
 prob/) under --workdir (default: the repository for real presets, results/smoke for smoke), so the
 reference commands work on them afterwards. A stage is skipped when <out>/manifest.json records it
@@ -160,7 +160,7 @@ def main(args):
     st.run("embed", styled, embed_features, common + ["--preset", args.preset, "--scale", str(args.scale), "--preview"])
 
     # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
-    #    benign-<arch> first, then other seeds: -s1, -s2 ...), and the held-out benign reference
+    #    benign-<arch> first, then other seeds: -s1, -s2 ...), and the held-out benign references
     n_v, n_b = preset["clf_models"]["victims"], preset["clf_models"]["benigns"]
     if args.protocol == "reference":
         n_v = n_b = 1

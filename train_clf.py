@@ -5,8 +5,8 @@ against those of benign models (label 0).
     python train_clf.py --type=wrn16-1 --dataset=fmnist
 
 By default the positives are model/victim/vict-<type>.pt plus the other-seed victims vict-<type>-s<k>.pt,
-and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt (never the held-out reference
-benign-<type>-ref.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
+and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt (never the held-out references
+benign-<type>-ref*.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 --access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
 are queried directly) and writes model/clf/blackbox-<dataset>-<type>.pt.

@@ -2,7 +2,7 @@
 
     python train_model.py --role victim                      # model/victim/vict-<arch>.pt on the mixed set
     python train_model.py --role benign                      # model/benign/benign-<arch>.pt on clean data
-    python train_model.py --role benign --tag=-ref           # the held-out benign reference
+    python train_model.py --role benign --tag=-ref           # a held-out benign reference (-ref2, -ref3 ...)
     python train_model.py --role benign --tag=-s1            # another seed and 75 % of the data (for train_clf)
     python train_model.py --role victim --arch wrn10-1       # the defender's pair in the attackers' arch
     python train_model.py --role independent --index 1 --arch wrn10-1   # never-seen data, own seed
