@@ -42,6 +42,8 @@ def test(p_s, p_b, m=10, tau=0.0, test_name="paper", seed=0, alpha=ALPHA, images
     """Run the chosen test on the pool p_s against the benign reference pool p_b, or a list of them
     (same images, same order). All tests but `reference` see the same m seeded images. Returns the
     result dict. `images` (indices) replaces the seeded draw."""
+    if isinstance(p_b, np.ndarray) and p_b.ndim == 2:  # one row per reference, as probs.npz stores them
+        p_b = list(p_b)
     refs = [np.asarray(r) for r in (p_b if isinstance(p_b, (list, tuple)) else [p_b])]
     if len(refs) < MIN_REFS.get(test_name, 1):
         raise UserError(f"the {test_name!r} test needs at least {MIN_REFS[test_name]} benign references, got "

@@ -116,3 +116,19 @@ def test_spread_test_holds_its_level_under_the_null():
 def test_spread_test_needs_two_references():
     with pytest.raises(ValueError):
         stats.spread_test(np.ones(3), [np.zeros(3)])
+
+
+def test_verify_takes_references_as_list_or_rows():
+    from ownership import verify
+    rng = np.random.default_rng(5)
+    s, refs = rng.uniform(0.5, 1, 40), rng.uniform(0, 0.6, (4, 40))
+    as_list = verify.test(s, list(refs), 10, 0.0, "paired-all", seed=1)
+    as_rows = verify.test(s, refs, 10, 0.0, "paired-all", seed=1)
+    assert as_list["p_value"] == as_rows["p_value"] and as_list["k"] == 4
+    idx = np.array(as_list["images"])
+    assert as_list["p_value"] == pytest.approx(max(st.ttest_rel(s[idx], r[idx], alternative="greater").pvalue
+                                                   for r in refs), rel=1e-10)
+    # with one reference, paired-all is the paper's test
+    assert verify.test(s, refs[:1], 10, 0.0, "paired-all", 1)["p_value"] == verify.test(s, refs[0], 10, 0.0, "paper", 1)["p_value"]
+    with pytest.raises(verify.UserError):
+        verify.test(s, list(refs[:2]), 10, 0.0, "spread", 1)
