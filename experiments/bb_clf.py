@@ -10,6 +10,9 @@ Prints, per configuration, the detection rate over disjoint draws of 10 images o
 against ref1 (paired-1), of the paired test against each held-out reference with the largest p
 (paired-all4: the suspect must beat all of them) and of the model-level test against the 4 held-out references (spread-4,
 ownership/stats.py), and the pool mean of each model.
+
+Run in session 3 on the seed runs of the session-2 preset (2 benign models and one reference per
+architecture; `git checkout 7d4797b` to remake them); the numbers are in docs/VALIDITY.md.
 """
 import json
 import os

@@ -4,6 +4,9 @@
 pool, per access, to <workdir>/multi_ref.npz. experiments/multi_ref_tests.py compares tests on them.
 
     python experiments/multi_ref.py results/fmnist/seeds/0 0 6
+
+Run in session 3 on the seed runs of the session-2 preset (2 benign models and one reference per
+architecture; `git checkout 7d4797b` to remake them); the numbers are in docs/VALIDITY.md.
 """
 import json
 import os
