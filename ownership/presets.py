@@ -61,7 +61,7 @@ PRESETS = {
         m=10, tau=0.0,                     # m = 10 [R], tau = 0 [P]
         test="paired-all",                 # the paper's paired test against every reference (docs/VALIDITY.md)
     ),
-    # A few hundred images end to end in about a minute; used by the tests.
+    # A few hundred images end to end in about 90 s; used by the tests.
     "smoke": dict(
         dataset="fmnist", gamma=0.1,
         split=dict(victim=1200, attacker=800, independent=600),
