@@ -39,9 +39,8 @@ def get_parser():
     return p
 
 
-def m_sweep(p_s, refs, ms, seed, test_name):
-    """The run's test on the first m images of one seeded order, for each m: p-values."""
-    order = np.random.default_rng(seed).permutation(len(p_s))
+def m_sweep(p_s, refs, ms, seed, test_name, order):
+    """The run's test on the first m images of `order`, for each m: p-values."""
     return [verify.test(p_s, refs, m, 0.0, test_name, seed, images=order[:m])["p_value"] for m in ms]
 
 
@@ -91,12 +90,9 @@ def main(args):
                     test_name = res.get("test_name", "paper")
                     for t in TAUS:  # the paper's test on the same m images as the row's test, other margins
                         by_tau[t].append(verify.test(p_s, refs, res["m"], t, "paper", seed)["p_value"] < alpha)
-                    curve = m_sweep(p_s, refs, ms, seed, test_name)
                     order = np.random.default_rng(seed).permutation(len(p_s))
-                    m = res["m"]
-                    draws.append(np.mean([verify.test(p_s, refs, m, 0.0, test_name, seed,
-                                                      images=order[k * m:(k + 1) * m])["p_value"] < alpha
-                                          for k in range(len(p_s) // m)]))
+                    curve = m_sweep(p_s, refs, ms, seed, test_name, order)
+                    draws.append(verify.detection_rate(p_s, refs, res["m"], test_name, seed=seed, order=order))
                     curves.append(curve)
                     hit = [m for m, p in zip(ms, curve) if p < alpha]
                     needed.append(hit[0] if hit else None)

@@ -165,7 +165,6 @@ def main(args):
     if args.protocol == "reference":
         n_v = n_b = 1
     tags = lambda n: [""] + [f"-s{k}" for k in range(1, n)]  # noqa: E731
-    ref_tags = lambda n: ["-ref"] + [f"-ref{k}" for k in range(2, n + 1)]  # noqa: E731
     pos, neg, refs = {}, {}, {}
     for arch in archs:
         pos[arch] = [paths.victim(M, arch, t) for t in tags(n_v)]
@@ -178,7 +177,7 @@ def main(args):
             refs[arch] = [neg[arch][0]]
             continue
         refs[arch] = []
-        for t in ref_tags(preset.get("references", 1)):
+        for t in map(paths.reference_tag, range(1, preset.get("references", 1) + 1)):
             refs[arch].append(paths.benign(M, arch, t))
             st.run("train", refs[arch][-1], train_model, staged + ["--role", "benign", "--arch", arch, f"--tag={t}"],
                    [styled])

@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
-from ownership import blackbox, gradients, metaclf, paths, stats
+from ownership import blackbox, gradients, metaclf, paths, verify
 from ownership.checkpoints import load_model
 from ownership.data import load_styled, role_data
 from ownership.presets import get_preset
@@ -61,14 +61,10 @@ for seed in SEEDS:
                 means.setdefault((name, mode), []).append(round(float(pk.mean()), 2))
                 if mode.startswith("ref"):
                     continue
-                for d in range(len(pk) // M_IMG):
-                    sl = slice(d * M_IMG, (d + 1) * M_IMG)
-                    rates.setdefault((name, mode, "paired-1"), []).append(
-                        stats.paired_test(pk[sl], refs[0][sl])["p_value"] < ALPHA)
-                    rates.setdefault((name, mode, "paired-all4"), []).append(
-                        max(stats.paired_test(pk[sl], r[sl])["p_value"] for r in refs) < ALPHA)
-                    rates.setdefault((name, mode, "spread-4"), []).append(
-                        stats.spread_test(pk[sl], [r[sl] for r in refs])["p_value"] < ALPHA)
+                for label, test_name, against in (("paired-1", "paper", refs[0]), ("paired-all4", "paired-all", refs),
+                                                  ("spread-4", "spread", refs)):
+                    rates.setdefault((name, mode, label), []).append(
+                        verify.detection_rate(pk, against, M_IMG, test_name, alpha=ALPHA))
         print(f"seed {seed} {arch} done", flush=True)
 
 modes = list(dict.fromkeys(m for _, m, _ in rates))

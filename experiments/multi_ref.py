@@ -31,28 +31,25 @@ common = ["--seed", str(SEED), "--gamma", str(preset["gamma"]), "--data-dir", D,
           "--preset", "fmnist", "--resume"]
 refs = {}
 for arch in archs:
-    refs[arch] = [paths.benign(M, arch, "-ref")]
-    for k in range(2, K + 1):
-        path = paths.benign(M, arch, f"-ref{k}")
+    refs[arch] = []
+    for k in range(1, K + 1):
+        path = paths.benign(M, arch, paths.reference_tag(k))
         if not os.path.exists(path):
             train_model.main(train_model.get_parser().parse_args(
-                common + ["--role", "benign", "--arch", arch, f"--tag=-ref{k}"]))
+                common + ["--role", "benign", "--arch", arch, f"--tag={paths.reference_tag(k)}"]))
         refs[arch].append(path)
 
 rows = json.load(open(os.path.join(W, "results", "results.json")))["rows"]
 images = role_data(preset, D, SEED, "styled-test", preset["gamma"])
 clean_x = blackbox.originals(images, ds, D, "test")
-out, meta = {}, {}
+out = {}
 for access in ("white-box", "black-box"):
     for arch in archs:
         clf = load_checkpoint(paths.clf(M, ds, arch, access), "meta-classifier")
         models = [(f"ref{k + 1}", p) for k, p in enumerate(refs[arch])]
         models += [(f"{i}:{r['mode']}", os.path.join(W, r["suspect"])) for i, r in enumerate(rows) if r["arch"] == arch]
         for name, path in models:
-            model, ck = load_model(path)
-            out[f"{access}:{arch}:{name}"] = verify.probabilities(model, clf, images, ds, "cpu", seed=SEED,
-                                                                  clean_x=clean_x)
-            meta[f"{arch}:{name}"] = ck.get("metrics", {}).get("stylised_acc")
+            out[f"{access}:{arch}:{name}"] = verify.probabilities(load_model(path)[0], clf, images, ds, "cpu",
+                                                                  seed=SEED, clean_x=clean_x)
 np.savez(os.path.join(W, "multi_ref.npz"), **out)
-json.dump(meta, open(os.path.join(W, "multi_ref_meta.json"), "w"), indent=1)
 print(f"wrote {W}/multi_ref.npz ({len(out)} probability vectors)")

@@ -10,37 +10,32 @@ false-positive rate).
   spread-K     model level: the suspect's mean P(stolen) on the draw against the K references' means,
                t = (s - mean_b) / (sd_b sqrt(1 + 1/K)), one-sided, K - 1 degrees of freedom
 """
-import json
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ownership import stats  # noqa: E402
+from ownership import verify  # noqa: E402
 
 ROOT, SEEDS = sys.argv[1], [int(s) for s in sys.argv[2:]]
 M, ALPHA = 10, 0.01
 
 
-def tests(p_s, refs, K):
-    """p-values of each test on one draw (arrays of m values)."""
-    out = {"paired-1": stats.paired_test(p_s, refs[0])["p_value"],
-           f"paired-all{K}": max(stats.paired_test(p_s, r)["p_value"] for r in refs[:K])}
-    for k in sorted({3, K}):
-        out[f"spread-{k}"] = stats.spread_test(p_s, refs[:k])["p_value"]
-    return out
+def tests(refs):
+    """(label, test name, references) of each compared test."""
+    K = len(refs)
+    return [("paired-1", "paper", refs[0]), (f"paired-all{K}", "paired-all", refs)] + \
+        [(f"spread-{k}", "spread", refs[:k]) for k in sorted({3, K})]
 
 
 rates, scores = {}, {}
 for seed in SEEDS:
     z = np.load(os.path.join(ROOT, str(seed), "multi_ref.npz"))
-    meta = json.load(open(os.path.join(ROOT, str(seed), "multi_ref_meta.json")))
     for access in ("white-box", "black-box"):
         keys = [k for k in z.files if k.startswith(access)]
         for arch in sorted({k.split(":")[1] for k in keys}):
             refs = [z[k] for k in sorted(k for k in keys if k.split(":")[1] == arch and k.split(":")[2].startswith("ref"))]
-            K = len(refs)
             for k in keys:
                 _, a, *name = k.split(":")
                 if a != arch:
@@ -49,11 +44,9 @@ for seed in SEEDS:
                 scores.setdefault((access, mode), []).append(round(float(z[k].mean()), 2))
                 if mode.startswith("ref"):
                     continue
-                p = z[k]
-                for d in range(len(p) // M):
-                    sl = slice(d * M, (d + 1) * M)
-                    for t, pv in tests(p[sl], [r[sl] for r in refs], K).items():
-                        rates.setdefault((access, mode, t), []).append(pv < ALPHA)
+                for t, test_name, against in tests(refs):
+                    rates.setdefault((access, mode, t), []).append(
+                        verify.detection_rate(z[k], against, M, test_name, alpha=ALPHA))
 
 test_names = sorted({t for _, _, t in rates}, key=lambda t: (t[0], t))
 modes = list(dict.fromkeys(m for _, m, _ in rates))

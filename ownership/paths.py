@@ -9,6 +9,7 @@
     prob/<dataset>/<mode>.npz
 """
 import os
+import re
 
 from .presets import DATASETS
 
@@ -32,21 +33,27 @@ def benign(model_dir, arch, tag=""):
     return os.path.join(model_dir, "benign", f"benign-{arch}{tag}.pt")
 
 
+def reference_tag(k):
+    """The file tag of the k-th held-out benign reference (k = 1, 2, ...): -ref, -ref2, -ref3 ..."""
+    return "-ref" if k == 1 else f"-ref{k}"
+
+
+def _numbered(folder, stem, infix, first=None):
+    """Files <stem><infix><n>.pt in `folder`, in the order of n; `first` is the n of a missing number."""
+    pattern = re.escape(stem + infix) + (r"\d*" if first is not None else r"\d+") + r"\.pt"
+    found = [f for f in os.listdir(folder) if re.fullmatch(pattern, f)] if os.path.isdir(folder) else []
+    start = len(stem + infix)
+    return [os.path.join(folder, f) for f in sorted(found, key=lambda f: int(f[start:-3] or first))]
+
+
 def references(model_dir, arch):
     """The held-out benign references of `arch` that exist: benign-<arch>-ref.pt, -ref2.pt, -ref3.pt ..."""
-    import re
-    folder, stem = os.path.join(model_dir, "benign"), f"benign-{arch}-ref"
-    found = [f for f in os.listdir(folder) if re.fullmatch(re.escape(stem) + r"\d*\.pt", f)] if os.path.isdir(folder) else []
-    return [os.path.join(folder, f) for f in sorted(found, key=lambda f: int(f[len(stem):-3] or 1))]
+    return _numbered(os.path.join(model_dir, "benign"), f"benign-{arch}", "-ref", first=1)
 
 
 def with_seeds(path):
     """`path` (e.g. model/victim/vict-wrn10-2.pt) followed by its other-seed siblings ...-s1.pt, -s2.pt."""
-    import re
-    stem, folder = os.path.basename(path)[:-3], os.path.dirname(path)
-    extra = sorted((f for f in os.listdir(folder) if re.fullmatch(re.escape(stem) + r"-s\d+\.pt", f))
-                   if os.path.isdir(folder) else [], key=lambda f: int(f[len(stem) + 2:-3]))
-    return [path] + [os.path.join(folder, f) for f in extra]
+    return [path] + _numbered(os.path.dirname(path), os.path.basename(path)[:-3], "-s")
 
 
 def attack(model_dir, mode, arch):

@@ -62,9 +62,19 @@ def test(p_s, p_b, m=10, tau=0.0, test_name="paper", seed=0, alpha=ALPHA, images
             r = stats.paired_test(p_s[idx], refs[0][idx], tau)
         elif test_name == "paired-all":
             r = stats.paired_all_test(p_s[idx], [b[idx] for b in refs], tau)
-        else:
+        elif test_name == "spread":
             r = stats.spread_test(p_s[idx], [b[idx] for b in refs])
+        else:
+            raise ValueError(f"unknown test {test_name!r}; one of {list(TESTS)}")
         r["images"] = idx.tolist()
     r["alpha"] = alpha
     r["verdict"] = "stolen" if r["p_value"] < alpha else "not stolen"
     return r
+
+
+def detection_rate(p_s, p_b, m=10, test_name="paired-all", tau=0.0, seed=0, order=None, alpha=ALPHA):
+    """Fraction of the disjoint draws of m images (consecutive blocks of `order`, default the pool's
+    own order) in which the test gives p < alpha: the rate of one verification, estimated over images."""
+    order = np.arange(len(p_s)) if order is None else order
+    return float(np.mean([test(p_s, p_b, m, tau, test_name, seed, alpha, images=order[k * m:(k + 1) * m])["p_value"]
+                          < alpha for k in range(len(p_s) // m)]))
