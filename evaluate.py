@@ -8,7 +8,7 @@ Each seed runs reproduce.py into results/<preset>/seeds/<seed>/ (resumable). Wri
 results/<preset>/validity.json, validity.md and validity.png with, for white-box and black-box access:
 the fraction of seeds in which each attack is detected at alpha = 0.01, the median p and delta mu,
 the false-positive rate over all independent models, and the number of queried images m needed to
-reach p < 0.01 (sweep m = 2...50, the paper's paired test on the first m images of a seeded order).
+reach p < 0.01 (sweep m = 2...--max-m, the run's test and tau on the first m images of a seeded order).
 """
 import json
 import os
@@ -30,18 +30,19 @@ def get_parser():
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0)
-    p.add_argument("--max-m", type=int, default=50, help="largest m of the sweep")
+    p.add_argument("--max-m", type=int, default=100, help="largest m of the sweep (at most the pool of stylised test images)")
     p.add_argument("--out", default=None, help="default: results/<preset>")
     p.add_argument("--gpu", type=int, default=None)
+    cli.add_amp(p)
     p.add_argument("--aggregate-only", action="store_true",
                    help="do not run anything: aggregate the seeds' existing results.json and probs.npz")
     p.add_argument("--debug", action="store_true")
     return p
 
 
-def m_sweep(p_s, refs, ms, seed, test_name, order):
+def m_sweep(p_s, refs, ms, seed, test_name, order, tau=0.0):
     """The run's test on the first m images of `order`, for each m: p-values."""
-    return [verify.test(p_s, refs, m, 0.0, test_name, seed, images=order[:m])["p_value"] for m in ms]
+    return [verify.test(p_s, refs, m, tau, test_name, seed, images=order[:m])["p_value"] for m in ms]
 
 
 def main(args):
@@ -50,7 +51,7 @@ def main(args):
     runs = []
     for seed in seeds:
         work = os.path.join(out, "seeds", str(seed))
-        argv = ["--preset", args.preset, "--seed", str(seed), "--scale", str(args.scale), "--workdir", work,
+        argv = ["--preset", args.preset, "--seed", str(seed), "--scale", str(args.scale), "--amp", args.amp, "--workdir", work,
                 "--out", os.path.join(work, "results")]
         if args.gpu is not None:
             argv += ["--gpu", str(args.gpu)]
@@ -91,8 +92,9 @@ def main(args):
                     for t in TAUS:  # the paper's test on the same m images as the row's test, other margins
                         by_tau[t].append(verify.test(p_s, refs, res["m"], t, "paper", seed)["p_value"] < alpha)
                     order = np.random.default_rng(seed).permutation(len(p_s))
-                    curve = m_sweep(p_s, refs, ms, seed, test_name, order)
-                    draws.append(verify.detection_rate(p_s, refs, res["m"], test_name, seed=seed, order=order))
+                    tau = res.get("tau", 0.0)
+                    curve = m_sweep(p_s, refs, ms, seed, test_name, order, tau)
+                    draws.append(verify.detection_rate(p_s, refs, res["m"], test_name, tau, seed=seed, order=order))
                     curves.append(curve)
                     hit = [m for m, p in zip(ms, curve) if p < alpha]
                     needed.append(hit[0] if hit else None)
@@ -108,7 +110,8 @@ def main(args):
     fpr = {a: table[f"{a}/independent"]["detected"] for a in ACCESSES if f"{a}/independent" in table}
     fpr_all = {a: table[f"{a}/independent"]["all_draws"] for a in ACCESSES if f"{a}/independent" in table}
     result = dict(preset=args.preset, seeds=seeds, alpha=alpha, ms=ms, false_positive_rate=fpr,
-                  false_positive_rate_all_draws=fpr_all, test=runs[0][1].get("test"), rows=table,
+                  false_positive_rate_all_draws=fpr_all, test=runs[0][1].get("test"), m=runs[0][1].get("m"),
+                  tau=runs[0][1].get("tau"), rows=table,
                   accuracy={mode: float(np.median([r["clean_acc"] for _, res, _ in runs for r in res["rows"]
                                                    if r["mode"] == mode])) for mode in modes})
     atomic_write(os.path.join(out, "validity.json"), lambda tmp: open(tmp, "w").write(json.dumps(result, indent=1)))
@@ -122,7 +125,7 @@ def main(args):
 def render(result):
     n = len(result["seeds"])
     lines = [f"# Validity on preset `{result['preset']}` over {n} seeds (alpha = {result['alpha']})", "",
-             f"Test: {result.get('test', 'paper')}. Detected: fraction of (seed, model) pairs with p < alpha "
+             f"Test: {result.get('test', 'paper')}, m = {result.get('m')} images, tau = {result.get('tau')}. Detected: fraction of (seed, model) pairs with p < alpha "
              "(one draw of m images each, as a defender would run it). All draws: the same over every disjoint "
              "draw of m images from each seed's pool of stylised test images, a finer estimate of the same rate. "
              "For `independent` both are false-positive rates. m needed: median smallest m with p < alpha ('—' "

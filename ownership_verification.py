@@ -21,7 +21,7 @@ from network import MODELS
 from ownership import blackbox, cli, paths, verify
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
 from ownership.data import load_styled
-from ownership.presets import DATASETS, MODES
+from ownership.presets import DATASETS, MODES, PRESETS
 
 
 def get_parser():
@@ -37,8 +37,11 @@ def get_parser():
                         "-ref2.pt ... that exist, else benign-<arch>.pt)")
     p.add_argument("--clf_root", "--c", dest="clf", default=None,
                    help="meta-classifier (default: model/clf/gradsign-<dataset>-<arch>.pt)")
-    p.add_argument("--m", type=int, default=10, help="number of transformed images queried (default 10)")
-    p.add_argument("--tau", type=float, default=0.0, help="margin of the paper's test (default 0)")
+    p.add_argument("--m", type=int, default=None,
+                   help="number of transformed images queried (default: the dataset's preset, fmnist 50, cifar10 and "
+                        "imagenet 10; 10 for --test reference)")
+    p.add_argument("--tau", type=float, default=None,
+                   help="margin of the paired test (default: the dataset's preset, fmnist 0.1, cifar10 and imagenet 0)")
     p.add_argument("--alpha", type=float, default=verify.ALPHA, help="significance level of the verdict")
     p.add_argument("--test", default="paired-all", choices=list(verify.TESTS),
                    help="paired-all (default): the paper's one-sided paired t-test against every reference, the "
@@ -68,6 +71,14 @@ def resolve(args, device="cpu"):
     return suspect, model, benign, clf, arch
 
 
+def test_defaults(args):
+    """m and tau: given, else the dataset's preset (the reference protocol: m = 10, its own)."""
+    preset = PRESETS[args.dataset]
+    m = args.m if args.m is not None else (10 if args.test == "reference" else preset["m"])
+    tau = preset["tau"] if args.tau is None else args.tau
+    return m, tau
+
+
 def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
@@ -80,7 +91,8 @@ def main(args):
     p_s = verify.probabilities(suspect_model, clf, images, args.dataset, device, args.batch_size, args.seed, clean_x)
     p_b = [verify.probabilities(load_model(b, None, d["num_classes"], d["channels"], device, "reference model")[0],
                                 clf, images, args.dataset, device, args.batch_size, args.seed, clean_x) for b in benign]
-    r = verify.test(p_s, p_b, args.m, args.tau, args.test, args.seed, args.alpha)
+    m, tau = test_defaults(args)
+    r = verify.test(p_s, p_b, m, tau, args.test, args.seed, args.alpha)
     out = paths.prob(args.prob_dir, args.dataset, args.mode)
     atomic_write(out, lambda tmp: np.savez(tmp, p_suspect=p_s, p_reference=p_b[0], p_references=np.stack(p_b),
                                            image_index=images.idx.numpy()))

@@ -52,6 +52,7 @@ def get_parser():
                         "two-sided, harmonic mean of 40 draws), for comparison")
     p.add_argument("--test", default=None, choices=[t for t in verify.TESTS if t != "reference"],
                    help="the test of protocol ours (default: the preset's; see ownership/stats.py)")
+    cli.add_amp(p)
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
     p.add_argument("--debug", action="store_true")
@@ -148,7 +149,7 @@ def main(args):
         common += ["--gpu", str(args.gpu)]
     if args.deterministic:
         common += ["--deterministic"]
-    staged = common + ["--preset", args.preset, "--scale", str(args.scale), "--resume"]
+    staged = common + ["--preset", args.preset, "--scale", str(args.scale), "--amp", args.amp, "--resume"]
     os.makedirs(out, exist_ok=True)
     st = Stages(os.path.join(out, "manifest.json"), preset, args.seed, args.force)
     device = cli.get_device(args.gpu)

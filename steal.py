@@ -14,6 +14,8 @@ from --preset; each suspect's clean and stylised accuracy is stored in its check
 """
 import time
 
+import torch
+
 from network import MODELS, get_model
 from ownership import attacks, cli, paths, seeds
 from ownership import distributed as dd
@@ -21,7 +23,7 @@ from ownership import checkpoints
 from ownership.checkpoints import load_model, model_record, save_checkpoint
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
-from ownership.training import accuracy
+from ownership.training import accuracy, amp_dtype
 
 STEAL_MODES = ["distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
 
@@ -39,7 +41,7 @@ def get_parser():
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state (saved after every epoch, or every --save-every zero-shot iterations)")
     p.add_argument("--save-every", type=int, default=10, help="zero-shot: save the resumable state every N iterations")
-    return cli.add_common(p, dataset=False)
+    return cli.add_common(cli.add_amp(p), dataset=False)
 
 
 def main(args):
@@ -55,7 +57,7 @@ def main(args):
     arch = args.arch or (vck["arch"] if args.mode == "fine-tune" else d["attacker_arch"])
     out = args.out or paths.attack(args.model_dir, args.mode, arch)
     state = checkpoints.training_state(out, args.resume)
-    kw = dict(state_path=state)
+    kw = dict(state_path=state, amp=args.amp)
     seed = seeds.derive(args.seed, "attack", args.mode, arch)
     cli.seed_everything(seed)
     start = time.time()
@@ -66,7 +68,7 @@ def main(args):
                                   dataset, cfg, device, seed, **kw)
     elif mode == "zero-shot":
         model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed,
-                                  state_path=state, save_every=args.save_every)
+                                  state_path=state, save_every=args.save_every, amp=args.amp)
     else:
         student = None if mode == "multi-stage" else get_model(arch, d["num_classes"], d["channels"])
         if mode == "distillation":
@@ -87,7 +89,8 @@ def main(args):
     metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
                    stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
                                          dataset, device),
-                   victim_clean_acc=vck.get("metrics", {}).get("clean_acc"), seconds=round(time.time() - start, 1))
+                   victim_clean_acc=vck.get("metrics", {}).get("clean_acc"),
+                   amp=str(amp_dtype(device, args.amp) or torch.float32), seconds=round(time.time() - start, 1))
     if not dd.is_main():
         return out, metrics
     save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role="attack", mode=mode,

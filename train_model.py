@@ -22,7 +22,7 @@ from ownership import checkpoints
 from ownership.checkpoints import model_record, save_checkpoint
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
-from ownership.training import accuracy, train
+from ownership.training import accuracy, amp_dtype, train
 
 SUBSET = 0.75  # fraction of the part that the other-seed models (--tag -s<k>) train on
 ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
@@ -38,12 +38,10 @@ def get_parser():
     p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
     p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")
     p.add_argument("--epochs", type=int, default=None, help="override the preset")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
-                   help="mixed precision: auto = bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state, saved after every epoch, instead of starting over")
-    return cli.add_common(p, dataset=False)
+    return cli.add_common(cli.add_amp(p), dataset=False)
 
 
 def out_path(args, arch):
@@ -83,7 +81,7 @@ def main(args):
     metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
                    stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
                                          dataset, device),
-                   train_images=len(images), seconds=round(time.time() - start, 1))
+                   train_images=len(images), amp=str(amp_dtype(device, args.amp) or torch.float32), seconds=round(time.time() - start, 1))
     if not dd.is_main():
         return out, metrics
     save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role=args.role,

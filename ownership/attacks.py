@@ -21,7 +21,7 @@ from . import distributed as dd
 from . import seeds
 from .checkpoints import load_checkpoint, save_checkpoint
 from .data import ImageSet
-from .training import predict, train
+from .training import autocast, predict, train
 
 
 def distillation(victim, student, data, dataset, cfg, device, seed, **kw):
@@ -71,7 +71,7 @@ class Generator(nn.Module):
         return x[:, :, :self.size, :self.size]
 
 
-def zero_shot(victim, student, dataset_info, cfg, device, seed, state_path=None, save_every=10):
+def zero_shot(victim, student, dataset_info, cfg, device, seed, state_path=None, save_every=10, amp="auto"):
     """DFAD: `iterations` generator steps, each after `student_steps` student steps. Student: SGD with
     cosine decay; generator: Adam. Neither sees a real image.
 
@@ -102,16 +102,18 @@ def zero_shot(victim, student, dataset_info, cfg, device, seed, state_path=None,
         gen.train()
         for _ in range(cfg["student_steps"]):
             z = torch.randn(cfg["batch"], cfg["z_dim"], generator=g).to(device)
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, amp):
                 x = gen(z)
-                t = victim(x)
-            loss_s = F.l1_loss(student(x), t)
+                t = victim(x).float()
+            with autocast(device, amp):
+                loss_s = F.l1_loss(student(x).float(), t)
             opt_s.zero_grad(set_to_none=True)
             loss_s.backward()
             opt_s.step()
         z = torch.randn(cfg["batch"], cfg["z_dim"], generator=g).to(device)
-        x = gen(z)
-        loss_g = -F.l1_loss(student(x), victim(x))
+        with autocast(device, amp):
+            x = gen(z)
+            loss_g = -F.l1_loss(student(x).float(), victim(x).float())
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

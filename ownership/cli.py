@@ -52,6 +52,14 @@ def add_common(parser, dataset=True):
     return parser
 
 
+def add_amp(parser):
+    """--amp, for the scripts that train (train_model.py, steal.py, reproduce.py)."""
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
+                        help="mixed precision of the training steps: auto = bf16 autocast on CUDA and on CPUs with "
+                             "native bf16 (AVX512-BF16/AMX), fp32 elsewhere; none = fp32 everywhere")
+    return parser
+
+
 def make_deterministic():
     """Same seed, same numbers on CUDA too: deterministic cuDNN/cuBLAS kernels (slower; see README)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -20,15 +20,34 @@ from .cli import UserError
 from .data import augment as augment_batch, batches, normalise
 
 
+AMP = ("auto", "bf16", "none")
+
+
 def lr_at(step, total, lr_max):
     return float(np.interp(step, [0, 0.4 * total, 0.8 * total, total], [0, lr_max, lr_max / 10, 0]))
 
 
+def cpu_has_bf16():
+    """True on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), where oneDNN runs bf16 convolutions
+    fast; elsewhere bf16 is emulated and slower than fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def amp_dtype(device, amp):
+    """The autocast dtype for `amp`: 'none' -> None (fp32); 'bf16' -> bf16; 'auto' -> bf16 on CUDA and on
+    CPUs with native bf16 (cpu_has_bf16), fp32 elsewhere. bf16 training measured in docs/BENCHMARKS.md."""
+    if amp not in AMP:
+        raise UserError(f"amp must be one of {AMP}, got {amp!r}")
+    if amp == "bf16" or (amp == "auto" and (torch.device(device).type == "cuda" or cpu_has_bf16())):
+        return torch.bfloat16
+    return None
+
+
 def autocast(device, amp):
-    """bf16 autocast on CUDA for amp 'bf16' or 'auto' (the default); fp32 otherwise and on the CPU."""
-    if amp in ("bf16", "auto") and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast where amp_dtype says so (only the training steps use it); a no-op for fp32."""
+    dtype = amp_dtype(device, amp)
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def soft_ce(logits, probs, temperature=1.0):

@@ -10,6 +10,7 @@ import torch
 
 from network import get_model
 from ownership import checkpoints, data, paths, training
+from ownership.presets import PRESETS
 
 
 def run(repo, script, *args, check=True):
@@ -79,7 +80,7 @@ def test_reference_chain(repo, workdir):
         assert lines[0].startswith("result:  p-val: ") and " mu: " in lines[0]
         p, mu = float(lines[0].split()[2]), float(lines[0].split()[4])
         info = json.loads(lines[1])
-        assert info["p_value"] == p and info["delta_mu"] == mu and info["m"] == 10
+        assert info["p_value"] == p and info["delta_mu"] == mu and info["m"] == PRESETS["fmnist"]["m"]  # the preset default
         assert info["reference"].endswith("benign-wrn10-1-ref.pt")  # the held-out reference by default
         probs = np.load(f"{root}/prob/fmnist/{mode}.npz")
         assert probs["p_suspect"].shape == (120,)

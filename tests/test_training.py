@@ -1,0 +1,76 @@
+"""Mixed precision of the training steps, and the verification defaults taken from the presets."""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+import ownership.training as tr
+import ownership_verification
+from network import get_model
+from ownership import verify
+from ownership.cli import UserError
+from ownership.presets import PRESETS
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_dtype(monkeypatch, native):
+    monkeypatch.setattr(tr, "cpu_has_bf16", lambda: native)
+    assert tr.amp_dtype("cpu", "auto") == (torch.bfloat16 if native else None)
+    assert tr.amp_dtype("cpu", "none") is None and tr.amp_dtype("cuda", "none") is None
+    assert tr.amp_dtype("cpu", "bf16") == torch.bfloat16
+    assert tr.amp_dtype("cuda", "auto") == torch.bfloat16
+    with pytest.raises(UserError, match="fp16"):
+        tr.amp_dtype("cpu", "fp16")
+
+
+def test_autocast_runs_the_model_in_bf16_only_when_asked():
+    model = get_model("wrn10-1", 10, 1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    with tr.autocast("cpu", "bf16"):
+        assert model(x).dtype == torch.bfloat16
+    with tr.autocast("cpu", "none"):
+        assert model(x).dtype == torch.float32
+
+
+def test_bf16_training_learns_like_fp32():
+    """The same separable toy task trained in fp32 and in bf16: both fit it, and the weights differ
+    (the autocast path really ran)."""
+    from ownership.data import ImageSet
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (256,), generator=g)
+    x = torch.randint(0, 60, (256, 1, 28, 28), generator=g, dtype=torch.uint8)
+    x[y == 1, :, :14] += 150  # class 1: a bright upper half
+    images = ImageSet(x, y, ["a", "b"])
+    out = {}
+    for amp in ("none", "bf16"):
+        torch.manual_seed(0)
+        model = tr.train(get_model("wrn10-1", 2, 1), images, "fmnist", epochs=3, lr=0.05, batch=32, seed=1, amp=amp,
+                         augment=False)
+        out[amp] = model
+        assert tr.accuracy(model, images, "fmnist", "cpu") > 0.9, amp
+    w = [next(m.parameters()) for m in out.values()]
+    assert not torch.equal(w[0], w[1])
+
+
+def args(**kw):
+    base = dict(dataset="fmnist", m=None, tau=None, test="paired-all")
+    return argparse.Namespace(**dict(base, **kw))
+
+
+def test_verification_defaults_follow_the_preset():
+    f = ownership_verification.test_defaults
+    assert f(args()) == (PRESETS["fmnist"]["m"], PRESETS["fmnist"]["tau"]) == (50, 0.1)
+    assert f(args(dataset="cifar10")) == (10, 0.0)
+    assert f(args(test="reference"))[0] == 10  # the reference code's 40 draws of 10
+    assert f(args(m=7, tau=0.0)) == (7, 0.0)
+
+
+def test_detection_rate_uses_the_margin():
+    """A suspect 0.05 above its references on every image: detected at tau = 0, never at tau = 0.1."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, 200)
+    refs = base + rng.normal(0, 0.01, (4, 200))
+    p_s = base + 0.05 + rng.normal(0, 0.01, 200)
+    assert verify.detection_rate(p_s, refs, m=50, tau=0.0) == 1.0
+    assert verify.detection_rate(p_s, refs, m=50, tau=0.1) == 0.0
