@@ -42,7 +42,7 @@ for access in ("white-box", "black-box"):
         acc = accuracy(model, test, ds)
         sacc = accuracy(model, images, ds)
         p_s = verify.probabilities(model, clf, images, ds, "cpu", seed=SEED, clean_x=clean_x)
-        rate = verify.detection_rate(p_s, p_b, m, "paired-all", seed=SEED)
+        rate = verify.detection_rate(p_s, p_b, m, "paired-all", preset["tau"], seed=SEED)
         print(f"{access:9} weak wrn10-1 on {n:4} images: clean acc {acc:.3f}, stylised acc {sacc:.3f}, "
               f"mean P(stolen) {p_s.mean():.3f} (references {np.mean(p_b):.3f}), flagged in {rate:.2f} of draws",
               flush=True)

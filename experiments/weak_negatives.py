@@ -63,5 +63,5 @@ for name, negs in (("as reproduce.py", neg), ("+ 2 weak benign negatives", neg +
     print(f"\n{name}: held-out acc {ck['test_acc']:.3f}, references' mean P(stolen) {np.mean(p_b):.3f}")
     for k, f in test_feats.items():
         p_s = metaclf.predict_proba(ck, f)
-        rate = verify.detection_rate(p_s, p_b, m, "paired-all", seed=SEED)
+        rate = verify.detection_rate(p_s, p_b, m, "paired-all", preset["tau"], seed=SEED)
         print(f"  {k:24} mean P(stolen) {p_s.mean():.3f}  flagged in {rate:.2f} of draws", flush=True)

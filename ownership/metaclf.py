@@ -32,9 +32,12 @@ def _rows(arrays, idx):
 
 
 def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, device="cpu",
-        sources=None, desc="meta-classifier", l2=True):
+        sources=None, desc="meta-classifier", l2=True, stop_at_perfect=True):
     """pos/neg: lists of (N_i, d) arrays. Returns the checkpoint dict. `l2=False` skips the per-vector
-    L2 normalisation (for features whose length carries the signal, like black-box prediction shifts)."""
+    L2 normalisation (for features whose length carries the signal, like black-box prediction shifts).
+    The epoch with the best held-out accuracy is kept (the first, on ties), so once an epoch reaches
+    100 % no later one can replace it: `stop_at_perfect` stops there, with the same result as running
+    all `epochs` (white-box classifiers usually get there in epoch 0 or 1, docs/BENCHMARKS.md)."""
     arrays = list(pos) + list(neg)
     d = arrays[0].shape[1]
     for a in arrays:
@@ -72,6 +75,7 @@ def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, d
     y_te = y_all[np.sort(te)].to(device) if len(te) else None
     best = (-1.0, None, 0)
     gen = torch.Generator().manual_seed(seed)
+    epoch = -1
     for epoch in tqdm(range(epochs), desc=desc, leave=False):
         model.train()
         order = tr[torch.randperm(n_tr, generator=gen).numpy()]
@@ -89,8 +93,10 @@ def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, d
             acc = 0.0
         if acc > best[0]:
             best = (acc, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, epoch)
+        if stop_at_perfect and acc >= 1.0:
+            break
     return dict(state_dict=best[1], d=d, hidden=list(hidden), mean=mean, std=std,
-                test_acc=best[0], best_epoch=best[2], n_train=n_tr, n_test=len(te), l2=l2,
+                test_acc=best[0], best_epoch=best[2], epochs_run=epoch + 1, n_train=n_tr, n_test=len(te), l2=l2,
                 sources=sources or {})
 
 

@@ -1,4 +1,5 @@
-"""Mixed precision of the training steps, and the verification defaults taken from the presets."""
+"""Mixed precision of the training steps, the meta-classifier's early stop, and the verification
+defaults taken from the presets."""
 import argparse
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 import ownership.training as tr
 import ownership_verification
 from network import get_model
-from ownership import verify
+from ownership import metaclf, verify
 from ownership.cli import UserError
 from ownership.presets import PRESETS
 
@@ -74,3 +75,19 @@ def test_detection_rate_uses_the_margin():
     p_s = base + 0.05 + rng.normal(0, 0.01, 200)
     assert verify.detection_rate(p_s, refs, m=50, tau=0.0) == 1.0
     assert verify.detection_rate(p_s, refs, m=50, tau=0.1) == 0.0
+
+
+def test_metaclf_stop_at_perfect_changes_nothing():
+    """Separable features: held-out accuracy reaches 100 % early; stopping there keeps the very
+    classifier that all epochs keep (the first best epoch), and runs fewer epochs."""
+    rng = np.random.default_rng(0)
+    pos = [rng.normal(1.0, 1.0, (60, 40)).astype(np.float32) for _ in range(2)]
+    neg = [rng.normal(-1.0, 1.0, (60, 40)).astype(np.float32) for _ in range(2)]
+    kw = dict(epochs=15, lr=0.01, batch_size=32, hidden_cap=16, seed=3)
+    early = metaclf.fit(pos, neg, stop_at_perfect=True, **kw)
+    full = metaclf.fit(pos, neg, stop_at_perfect=False, **kw)
+    assert early["test_acc"] == full["test_acc"] == 1.0
+    assert early["best_epoch"] == full["best_epoch"] and early["epochs_run"] == early["best_epoch"] + 1
+    assert full["epochs_run"] == 15 > early["epochs_run"]
+    for k in full["state_dict"]:
+        assert torch.equal(early["state_dict"][k], full["state_dict"][k]), k
