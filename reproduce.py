@@ -161,7 +161,8 @@ def main(args):
     st.run("embed", styled, embed_features, common + ["--preset", args.preset, "--scale", str(args.scale), "--preview"])
 
     # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
-    #    benign-<arch> first, then other seeds: -s1, -s2 ...), and the held-out benign references
+    #    benign-<arch> first, then other seeds: -s1, -s2 ..., then weak ones: -weak1, -weak2), and the
+    #    held-out benign references
     n_v, n_b = preset["clf_models"]["victims"], preset["clf_models"]["benigns"]
     if args.protocol == "reference":
         n_v = n_b = 1
@@ -173,6 +174,11 @@ def main(args):
         for role, files in (("victim", pos[arch]), ("benign", neg[arch])):
             for t, f in zip(tags(len(files)), files):
                 st.run("train", f, train_model, staged + ["--role", role, "--arch", arch, f"--tag={t}"], [styled])
+        # weak benign models, one epoch on the first n images: negatives, so weakness is not victim-like
+        for k, n in enumerate([] if args.protocol == "reference" else preset["clf_models"].get("weak", []), 1):
+            neg[arch].append(paths.benign(M, arch, paths.weak_tag(k)))
+            st.run("train", neg[arch][-1], train_model, staged + ["--role", "benign", "--arch", arch,
+                   f"--tag={paths.weak_tag(k)}", "--images", str(n), "--epochs", "1"], [styled])
         # the reference protocol uses the benign model the classifier saw; ours K held-out ones
         if args.protocol == "reference":
             refs[arch] = [neg[arch][0]]

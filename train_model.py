@@ -4,6 +4,7 @@
     python train_model.py --role benign                      # model/benign/benign-<arch>.pt on clean data
     python train_model.py --role benign --tag=-ref           # a held-out benign reference (-ref2, -ref3 ...)
     python train_model.py --role benign --tag=-s1            # another seed and 75 % of the data (for train_clf)
+    python train_model.py --role benign --tag=-weak1 --images 256 --epochs 1   # a weak benign model (for train_clf)
     python train_model.py --role victim --arch wrn10-1       # the defender's pair in the attackers' arch
     python train_model.py --role independent --index 1 --arch wrn10-1   # never-seen data, own seed
 
@@ -38,6 +39,8 @@ def get_parser():
     p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
     p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")
     p.add_argument("--epochs", type=int, default=None, help="override the preset")
+    p.add_argument("--images", type=int, default=None,
+                   help="train on the first N images of the role's part only (the weak benign models)")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state, saved after every epoch, instead of starting over")
@@ -68,6 +71,10 @@ def main(args):
         # defender's own part, so the classifier cannot learn one training set's fingerprint
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(init_seed))
         images = images.subset(keep[:int(SUBSET * len(images))].sort().values)
+    if args.images is not None:
+        if args.images < 1:
+            raise cli.UserError(f"--images {args.images}: give a positive number of images")
+        images = images.subset(range(min(args.images, len(images))))
     cfg = dict(preset["train"])
     if args.epochs:
         cfg["epochs"] = args.epochs

@@ -38,6 +38,11 @@ def reference_tag(k):
     return "-ref" if k == 1 else f"-ref{k}"
 
 
+def weak_tag(k):
+    """The file tag of the k-th weak benign model (k = 1, 2, ...), a negative of the meta-classifier."""
+    return f"-weak{k}"
+
+
 def _numbered(folder, stem, infix, first=None):
     """Files <stem><infix><n>.pt in `folder`, in the order of n; `first` is the n of a missing number."""
     pattern = re.escape(stem + infix) + (r"\d*" if first is not None else r"\d+") + r"\.pt"
@@ -49,6 +54,11 @@ def _numbered(folder, stem, infix, first=None):
 def references(model_dir, arch):
     """The held-out benign references of `arch` that exist: benign-<arch>-ref.pt, -ref2.pt, -ref3.pt ..."""
     return _numbered(os.path.join(model_dir, "benign"), f"benign-{arch}", "-ref", first=1)
+
+
+def weak_models(model_dir, arch):
+    """The weak benign models of `arch` that exist: benign-<arch>-weak1.pt, -weak2.pt ..."""
+    return _numbered(os.path.join(model_dir, "benign"), f"benign-{arch}", "-weak")
 
 
 def with_seeds(path):

@@ -56,8 +56,10 @@ PRESETS = {
         independents=[("wrn10-1", 101), ("wrn16-1", 102)],
         clf=dict(epochs=20, lr=0.01, batch=128, hidden_cap=256),
         # per architecture: models behind each meta-classifier, and the held-out benign references of
-        # the test; 4 benign models and 4 references chosen from the data in docs/VALIDITY.md
-        clf_models=dict(victims=2, benigns=4), references=4,
+        # the test; 4 benign models and 4 references chosen from the data in docs/VALIDITY.md; `weak`:
+        # two more negatives, benign models trained for one epoch on the first 256 and 512 images, so
+        # that weakness alone is not read as victim-like (docs/VALIDITY.md, "Weak models")
+        clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,
         # the paper's paired test against every reference (docs/VALIDITY.md); m = 50 images and margin
         # tau = 0.1 chosen on seeds 5-9 and confirmed on seeds 10-14 (docs/VALIDITY.md, "m and tau"); the
         # paper's values are m = 10 [R], tau = 0 [P]
@@ -82,7 +84,7 @@ PRESETS = {
         },
         independents=[("wrn10-1", 101), ("wrn16-1", 102)],
         clf=dict(epochs=20, lr=0.01, batch=64, hidden_cap=128),
-        clf_models=dict(victims=2, benigns=4), references=4,   # as fmnist (docs/VALIDITY.md)
+        clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=50, tau=0.1, test="paired-all",  # as fmnist
     ),
     # Paper scale, one GPU. CIFAR-10 train is split disjointly: the paper's victim saw all 50k and the
@@ -105,7 +107,7 @@ PRESETS = {
         },
         independents=[("wrn16-1", 101), ("wrn28-10", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),      # 100 epochs, lr 0.01 [R]
-        clf_models=dict(victims=2, benigns=4), references=4,   # as fmnist (docs/VALIDITY.md)
+        clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
     ),
     "imagenet": dict(
@@ -124,7 +126,7 @@ PRESETS = {
         },
         independents=[("resnet18-imgnet", 101), ("resnet34-imgnet", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),
-        clf_models=dict(victims=2, benigns=4), references=4,   # as fmnist (docs/VALIDITY.md)
+        clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
     ),
 }

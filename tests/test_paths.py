@@ -11,3 +11,17 @@ def test_references_in_order(tmp_path):
     found = [p.split("/")[-1] for p in paths.references(str(tmp_path), "wrn10-1")]
     assert found == ["benign-wrn10-1-ref.pt", "benign-wrn10-1-ref2.pt", "benign-wrn10-1-ref10.pt"]
     assert paths.references(str(tmp_path / "nowhere"), "wrn10-1") == []
+
+
+def test_weak_models_and_seeds_are_separate(tmp_path):
+    folder = tmp_path / "benign"
+    folder.mkdir()
+    for tag in ["", "-s1", "-s2", "-weak2", "-weak1", "-ref", "-weakx"]:
+        (folder / f"benign-wrn10-1{tag}.pt").write_bytes(b"")
+    names = lambda ps: [p.split("/")[-1] for p in ps]  # noqa: E731
+    assert names(paths.weak_models(str(tmp_path), "wrn10-1")) == ["benign-wrn10-1-weak1.pt", "benign-wrn10-1-weak2.pt"]
+    assert paths.benign(str(tmp_path), "wrn10-1", paths.weak_tag(1)).endswith("benign-wrn10-1-weak1.pt")
+    assert names(paths.with_seeds(paths.benign(str(tmp_path), "wrn10-1"))) == [
+        "benign-wrn10-1.pt", "benign-wrn10-1-s1.pt", "benign-wrn10-1-s2.pt"]
+    assert not set(names(paths.references(str(tmp_path), "wrn10-1"))) & set(
+        names(paths.weak_models(str(tmp_path), "wrn10-1")))
