@@ -161,23 +161,25 @@ def main(args):
     st.run("embed", styled, embed_features, common + ["--preset", args.preset, "--scale", str(args.scale), "--preview"])
 
     # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
-    #    benign-<arch> first, then other seeds: -s1, -s2 ..., then weak ones: -weak1, -weak2), and the
-    #    held-out benign references
+    #    benign-<arch> first, then other seeds: -s1, -s2 ...), weak benign models for the black-box
+    #    classifier (-weak1, -weak2), and the held-out benign references
     n_v, n_b = preset["clf_models"]["victims"], preset["clf_models"]["benigns"]
     if args.protocol == "reference":
         n_v = n_b = 1
     tags = lambda n: [""] + [f"-s{k}" for k in range(1, n)]  # noqa: E731
-    pos, neg, refs = {}, {}, {}
+    pos, neg, weak, refs = {}, {}, {}, {}
     for arch in archs:
         pos[arch] = [paths.victim(M, arch, t) for t in tags(n_v)]
         neg[arch] = [paths.benign(M, arch, t) for t in tags(n_b)]
         for role, files in (("victim", pos[arch]), ("benign", neg[arch])):
             for t, f in zip(tags(len(files)), files):
                 st.run("train", f, train_model, staged + ["--role", role, "--arch", arch, f"--tag={t}"], [styled])
-        # weak benign models, one epoch on the first n images: negatives, so weakness is not victim-like
+        # weak benign models, one epoch on the first n images: extra negatives of the black-box
+        # classifier, so that weakness is not read as victim-like (docs/VALIDITY.md, "Weak models")
+        weak[arch] = []
         for k, n in enumerate([] if args.protocol == "reference" else preset["clf_models"].get("weak", []), 1):
-            neg[arch].append(paths.benign(M, arch, paths.weak_tag(k)))
-            st.run("train", neg[arch][-1], train_model, staged + ["--role", "benign", "--arch", arch,
+            weak[arch].append(paths.benign(M, arch, paths.weak_tag(k)))
+            st.run("train", weak[arch][-1], train_model, staged + ["--role", "benign", "--arch", arch,
                    f"--tag={paths.weak_tag(k)}", "--images", str(n), "--epochs", "1"], [styled])
         # the reference protocol uses the benign model the classifier saw; ours K held-out ones
         if args.protocol == "reference":
@@ -215,11 +217,12 @@ def main(args):
             st.run("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
         for access in ACCESSES:
             path = paths.clf(M, ds, arch, access).replace(".pt", suffix + ".pt")
+            negs = neg[arch] + (weak[arch] if access == "black-box" else [])
             st.run("clf", path, train_clf,
                    common + ["--dataset", ds, "--type", arch, "--access", access, "--pos", *pos[arch], "--neg",
-                             *neg[arch], "--mlp_epoch", str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size",
+                             *negs, "--mlp_epoch", str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size",
                              str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out", path],
-                   models + [styled] + (grads if access == "white-box" else []))
+                   pos[arch] + negs + [styled] + (grads if access == "white-box" else []))
             clfs[(arch, access)] = path
 
     # 6. verification of every suspect against the benign reference of its architecture

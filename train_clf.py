@@ -5,8 +5,8 @@ against those of benign models (label 0).
     python train_clf.py --type=wrn16-1 --dataset=fmnist
 
 By default the positives are model/victim/vict-<type>.pt plus the other-seed victims vict-<type>-s<k>.pt,
-and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt and the weak benign models
-benign-<type>-weak<k>.pt (never the held-out references benign-<type>-ref*.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
+and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt, and for --access black-box
+the weak benign models benign-<type>-weak<k>.pt (never the held-out references benign-<type>-ref*.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 --access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
 are queried directly) and writes model/clf/blackbox-<dataset>-<type>.pt.
@@ -33,7 +33,8 @@ def get_parser():
     p.add_argument("--pos", nargs="+", default=None,
                    help="victim-like checkpoints (default: vict-<type>.pt and vict-<type>-s<k>.pt)")
     p.add_argument("--neg", nargs="+", default=None,
-                   help="benign checkpoints (default: benign-<type>.pt, benign-<type>-s<k>.pt, benign-<type>-weak<k>.pt)")
+                   help="benign checkpoints (default: benign-<type>.pt, benign-<type>-s<k>.pt, and for black-box "
+                        "benign-<type>-weak<k>.pt)")
     p.add_argument("--access", default="white-box", choices=["white-box", "black-box"],
                    help="white-box: gradient signs (the paper); black-box: prediction shifts (MOVE)")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
@@ -50,7 +51,7 @@ def main(args):
     device = cli.get_device(args.gpu)
     pos = args.pos or paths.with_seeds(paths.victim(args.model_dir, args.model_type))
     neg = args.neg or (paths.with_seeds(paths.benign(args.model_dir, args.model_type))
-                       + paths.weak_models(args.model_dir, args.model_type))
+                       + (paths.weak_models(args.model_dir, args.model_type) if args.access == "black-box" else []))
     folder = paths.styled_dir(args.data_dir, args.dataset, args.gamma)
 
     def sets(models):

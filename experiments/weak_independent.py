@@ -7,7 +7,8 @@ its --seed as argv[2]) with the current protocol (4 held-out references per arch
 
 Trains `wrn10-1` models on the first n images of the independent split for one epoch (n = 256, 512,
 1024, seeds 900+), then runs the default test (paired test against each reference, largest p) on
-every disjoint draw of m = 10 stylised test images, both accesses, and prints the rate of p < 0.01.
+every disjoint draw of m stylised test images (the preset's m and tau), both accesses, and prints the
+rate of p < 0.01.
 """
 import os
 import sys

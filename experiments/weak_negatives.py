@@ -4,10 +4,12 @@ run (its --workdir as argv[1], --seed as argv[2]), architecture wrn10-1 (the stu
 
     python experiments/weak_negatives.py . 0
 
-Retrains the black-box classifier as reproduce.py does (2 victims against the 4 benign models, raw
-features) and once more with two weak benign models added as negatives (one epoch on the first 256 and
-512 images of the victim's clean part), then runs the default test (paired test against each of the
-4 held-out references, largest p) on every disjoint draw of 10 stylised test images.
+Retrains the black-box classifier as reproduce.py did before the weak negatives became the default
+(2 victims against the 4 benign models, raw features) and once more with two weak benign models added
+as negatives (one epoch on the first 256 and 512 images of the victim's clean part, as reproduce.py
+now does with its own seeds), then runs the preset's test (paired test against each of the 4 held-out
+references, largest p, the preset's m and tau) on every disjoint draw of m stylised test images.
+Run on seeds 10-14 of evaluate.py (made without weak negatives) in docs/VALIDITY.md.
 """
 import json
 import os
@@ -46,7 +48,7 @@ def feats(model, imgs, clean):
 clean_part = role_data(preset, D, SEED, "victim-clean")
 indep = role_data(preset, D, SEED, "independent")
 pos = [feats(load_model(paths.victim(M, ARCH, t))[0], tr, tr_clean) for t in ("", "-s1")]
-neg = [feats(load_model(paths.benign(M, ARCH, t))[0], tr, tr_clean) for t in ("", "-s1", "-s2", "-s3")]
+neg = [feats(load_model(paths.benign(M, ARCH, t))[0], tr, tr_clean) for t in ("", "-s1", "-s2", "-s3")]  # not -weak*
 weak_neg = [feats(weak(clean_part, n, 950 + k), tr, tr_clean) for k, n in enumerate((256, 512))]
 rows = json.load(open(os.path.join(W, "results", "fmnist", "results.json")
                       if os.path.exists(os.path.join(W, "results", "fmnist", "results.json"))
@@ -56,7 +58,7 @@ suspects.update({f"weak independent {n}": weak(indep, n, 900 + k) for k, n in en
 refs = [load_model(p)[0] for p in paths.references(M, ARCH)]
 test_feats = {k: feats(v, te, te_clean) for k, v in suspects.items()}
 ref_feats = [feats(r, te, te_clean) for r in refs]
-for name, negs in (("as reproduce.py", neg), ("+ 2 weak benign negatives", neg + weak_neg)):
+for name, negs in (("without weak negatives", neg), ("+ 2 weak benign negatives", neg + weak_neg)):
     ck = metaclf.fit(pos, negs, epochs=preset["clf"]["epochs"], lr=preset["clf"]["lr"], batch_size=preset["clf"]["batch"],
                      hidden_cap=preset["clf"]["hidden_cap"], seed=SEED, l2=False)
     p_b = [metaclf.predict_proba(ck, f) for f in ref_feats]

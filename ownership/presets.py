@@ -57,8 +57,9 @@ PRESETS = {
         clf=dict(epochs=20, lr=0.01, batch=128, hidden_cap=256),
         # per architecture: models behind each meta-classifier, and the held-out benign references of
         # the test; 4 benign models and 4 references chosen from the data in docs/VALIDITY.md; `weak`:
-        # two more negatives, benign models trained for one epoch on the first 256 and 512 images, so
-        # that weakness alone is not read as victim-like (docs/VALIDITY.md, "Weak models")
+        # two more negatives of the black-box classifiers, benign models trained for one epoch on the
+        # first 256 and 512 images, so that weakness alone is not read as victim-like (docs/VALIDITY.md,
+        # "Weak models"; in white-box they made the references look victim-like on seed 0)
         clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,
         # the paper's paired test against every reference (docs/VALIDITY.md); m = 50 images and margin
         # tau = 0.1 chosen on seeds 5-9 and confirmed on seeds 10-14 (docs/VALIDITY.md, "m and tau"); the

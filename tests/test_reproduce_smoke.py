@@ -47,7 +47,7 @@ def test_reference_is_held_out(smoke):
         trained = c["trained_on"]["pos"] + c["trained_on"]["neg"]
         assert len(c["trained_on"]["pos"]) >= 2 and len(c["trained_on"]["neg"]) >= 4
         weak = [t for t in c["trained_on"]["neg"] if "-weak" in os.path.basename(t)]
-        assert len(weak) == 2, c["trained_on"]["neg"]  # the weak benign negatives
+        assert len(weak) == (2 if name.endswith("black-box") else 0), (name, c["trained_on"]["neg"])  # black-box only
         for ref in c["references"]:
             assert not any(t.endswith(ref) for t in trained), (name, ref)
     assert res["test_name"] == "paired-all"
