@@ -1,12 +1,13 @@
 """Reproduce the paper's verification table from nothing: every stage, in order, resumable.
 
     python reproduce.py                        # the embedded default: Fashion-MNIST on the CPU
-    python reproduce.py --preset smoke         # a few hundred images, about 90 s (the tests use it)
+    python reproduce.py --preset smoke         # a few hundred images, about a minute (the tests use it)
     python reproduce.py --preset cifar10 --gpu 0
 
-Stages: embed_features -> train_model (victims, benign models, the held-out benign references
--ref, -ref2 ..., for the victim's and the attackers' architecture; independent models) -> steal (the attacks) -> gradientset -> train_clf ->
-verification of every suspect. Artefacts go to the reference folders (data/, model/, gradients_set/,
+Stages: embed_features -> train_model (victims, benign models, weak benign models -weak1, -weak2 for
+the black-box classifiers, the held-out benign references -ref, -ref2 ..., for the victim's and the
+attackers' architecture; independent models) -> steal (the attacks) -> gradientset -> train_clf ->
+verification of every suspect (the preset's test, m and tau). Artefacts go to the reference folders (data/, model/, gradients_set/,
 prob/) under --workdir (default: the repository for real presets, results/smoke for smoke), so the
 reference commands work on them afterwards. A stage is skipped when <out>/manifest.json records it
 with the same arguments, preset, seed and input checksums, and its outputs exist with the recorded
