@@ -52,9 +52,12 @@ def add_common(parser, dataset=True):
     return parser
 
 
+AMP = ("auto", "bf16", "none")  # mixed-precision settings of the training steps (ownership.training.amp_dtype)
+
+
 def add_amp(parser):
-    """--amp, for the scripts that train (train_model.py, steal.py, reproduce.py)."""
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
+    """--amp, for the scripts that train (train_model.py, steal.py) and run them (reproduce.py, evaluate.py)."""
+    parser.add_argument("--amp", default="auto", choices=list(AMP),
                         help="mixed precision of the training steps: auto = bf16 autocast on CUDA and on CPUs with "
                              "native bf16 (AVX512-BF16/AMX), fp32 elsewhere; none = fp32 everywhere")
     return parser

@@ -16,11 +16,8 @@ from tqdm import tqdm
 from . import distributed as dd
 from . import seeds
 from .checkpoints import load_checkpoint, save_checkpoint
-from .cli import UserError
+from .cli import AMP, UserError
 from .data import augment as augment_batch, batches, normalise
-
-
-AMP = ("auto", "bf16", "none")
 
 
 def lr_at(step, total, lr_max):
