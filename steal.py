@@ -14,8 +14,6 @@ from --preset; each suspect's clean and stylised accuracy is stored in its check
 """
 import time
 
-import torch
-
 from network import MODELS, get_model
 from ownership import attacks, cli, paths, seeds
 from ownership import distributed as dd
@@ -23,7 +21,7 @@ from ownership import checkpoints
 from ownership.checkpoints import load_model, model_record, save_checkpoint
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
-from ownership.training import accuracy, amp_dtype
+from ownership.training import accuracy, amp_name
 
 STEAL_MODES = ["distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
 
@@ -90,7 +88,7 @@ def main(args):
                    stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
                                          dataset, device),
                    victim_clean_acc=vck.get("metrics", {}).get("clean_acc"),
-                   amp=str(amp_dtype(device, args.amp) or torch.float32), seconds=round(time.time() - start, 1))
+                   amp=amp_name(device, args.amp), seconds=round(time.time() - start, 1))
     if not dd.is_main():
         return out, metrics
     save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role="attack", mode=mode,

@@ -23,7 +23,7 @@ from ownership import checkpoints
 from ownership.checkpoints import model_record, save_checkpoint
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
-from ownership.training import accuracy, amp_dtype, train
+from ownership.training import accuracy, amp_name, train
 
 SUBSET = 0.75  # fraction of the part that the other-seed models (--tag -s<k>) train on
 ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
@@ -88,7 +88,7 @@ def main(args):
     metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
                    stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
                                          dataset, device),
-                   train_images=len(images), amp=str(amp_dtype(device, args.amp) or torch.float32), seconds=round(time.time() - start, 1))
+                   train_images=len(images), amp=amp_name(device, args.amp), seconds=round(time.time() - start, 1))
     if not dd.is_main():
         return out, metrics
     save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role=args.role,

@@ -6,6 +6,7 @@ Inference [DI]: SGD, momentum 0.9, wd 5e-4; the learning rate rises linearly fro
 40 % of training, falls to lr_max/10 at 80 % and to 0 at the end.
 """
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -24,6 +25,7 @@ def lr_at(step, total, lr_max):
     return float(np.interp(step, [0, 0.4 * total, 0.8 * total, total], [0, lr_max, lr_max / 10, 0]))
 
 
+@functools.cache
 def cpu_has_bf16():
     """True on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), where oneDNN runs bf16 convolutions
     fast; elsewhere bf16 is emulated and slower than fp32."""
@@ -39,6 +41,11 @@ def amp_dtype(device, amp):
     if amp == "bf16" or (amp == "auto" and (torch.device(device).type == "cuda" or cpu_has_bf16())):
         return torch.bfloat16
     return None
+
+
+def amp_name(device, amp):
+    """'bf16' or 'fp32': what `amp` means on `device`, as the checkpoints record it."""
+    return "bf16" if amp_dtype(device, amp) else "fp32"
 
 
 def autocast(device, amp):

@@ -21,6 +21,7 @@ def test_amp_dtype(monkeypatch, native):
     assert tr.amp_dtype("cpu", "none") is None and tr.amp_dtype("cuda", "none") is None
     assert tr.amp_dtype("cpu", "bf16") == torch.bfloat16
     assert tr.amp_dtype("cuda", "auto") == torch.bfloat16
+    assert tr.amp_name("cpu", "auto") == ("bf16" if native else "fp32") and tr.amp_name("cpu", "none") == "fp32"
     with pytest.raises(UserError, match="fp16"):
         tr.amp_dtype("cpu", "fp16")
 
