@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ownership import cli, data, paths, style
-from ownership.presets import PRESETS, get_preset
+from ownership import cli, data, jsonio, paths, style
+from ownership.constants import REPO
+from ownership.errors import UserError
+from ownership.presets import DATASETS, PRESETS, get_preset
 
 
 def get_parser():
@@ -33,7 +35,7 @@ def get_parser():
     p.add_argument("--scale", type=float, default=1.0,
                    help="the preset's --scale: fewer style steps and, below 1, a smaller split (as reproduce.py)")
     p.add_argument("--style-image", default=None,
-                   help=f"style image (default: the pointillist canvas {os.path.relpath(style.STYLE_PATH, cli.REPO)})")
+                   help=f"style image (default: the pointillist canvas {os.path.relpath(style.STYLE_PATH, REPO)})")
     p.add_argument("--encoder-weights", default=None,
                    help="'imagenet' (torchvision VGG-19, downloads), a path to a saved vgg19 features "
                         "state_dict, or nothing for the offline fixed-seed random encoder")
@@ -53,10 +55,10 @@ def get_parser():
 
 def settings(args):
     """The preset and every setting that decides the output (what index.json records)."""
-    name = args.preset or (args.dataset if args.dataset in PRESETS else "fmnist")
+    name = args.preset or DATASETS[args.dataset or "fmnist"]["preset"]
     preset = get_preset(name, args.scale)
     if args.dataset is not None and args.dataset != preset["dataset"]:
-        raise cli.UserError(f"--dataset {args.dataset} disagrees with --preset {name} (a {preset['dataset']} "
+        raise UserError(f"--dataset {args.dataset} disagrees with --preset {name} (a {preset['dataset']} "
                             f"preset); drop --dataset or pass --preset {args.dataset}")
     cfg = dict(preset["style"])
     for key, val in (("luminance", args.keep_colors), ("steps", args.steps), ("style_weight", args.style_weight)):
@@ -130,8 +132,7 @@ def main(args):
     try:
         data.write_folder(os.path.join(tmp, "train"), data.ImageSet(x[:len(train)], train.y, train.classes, train.idx))
         data.write_folder(os.path.join(tmp, "test"), data.ImageSet(x[len(train):], test.y, test.classes, test.idx))
-        with open(os.path.join(tmp, "index.json"), "w") as f:
-            json.dump(dict(record, train_indices=train_idx.tolist(), test_indices=test_idx.tolist()), f)
+        jsonio.write(os.path.join(tmp, "index.json"), dict(record, train_indices=train_idx.tolist(), test_indices=test_idx.tolist()))
         if os.path.exists(out):
             old = tempfile.mkdtemp(dir=parent, prefix=".tmp-old-")
             os.replace(out, os.path.join(old, "x"))

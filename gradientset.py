@@ -11,7 +11,7 @@ ambiguous prefix of its own options (--module, --master-addr ...) and stops.
 """
 
 from network import MODELS
-from ownership import cli, gradients
+from ownership import cli, gradient_sets
 from ownership import distributed as dd
 
 
@@ -34,7 +34,7 @@ def get_parser():
 def main(args):
     cli.seed_everything(args.seed)
     device = dd.setup(cli.get_device(args.gpu))
-    out = gradients.collect(args.model_root, args.dataset, args.data_dir, args.grad_dir, args.gamma, args.split,
+    out = gradient_sets.collect(args.model_root, args.dataset, args.data_dir, args.grad_dir, args.gamma, args.split,
                             args.model, args.num_classes, device, args.batch_size, args.augment, args.seed,
                             args.gradientset_path)
     if dd.is_main():

@@ -4,21 +4,19 @@
     python reproduce.py --preset smoke         # a few hundred images, about a minute (the tests use it)
     python reproduce.py --preset cifar10 --gpu 0
 
-Stages: embed_features -> train_model (victims, benign models, weak benign models -weak1, -weak2 for
-the black-box classifiers, the held-out benign references -ref, -ref2 ..., for the victim's and the
-attackers' architecture; independent models) -> steal (the attacks) -> gradientset -> train_clf ->
-verification of every suspect (the preset's test, m and tau). Artefacts go to the reference folders (data/, model/, gradients_set/,
-prob/) under --workdir (default: the repository for real presets, results/smoke for smoke), so the
-reference commands work on them afterwards. A stage is skipped when <out>/manifest.json records it
-with the same arguments, preset, seed and input checksums, and its outputs exist with the recorded
-checksums (see Stages). Writes <out>/results.json, results.md and results.png.
+Stages: embed_features -> train_model (per architecture: victim-like and benign models behind the
+meta-classifiers, weak benign models for the black-box ones, the held-out benign references; the
+independent models) -> steal (the attacks) -> gradientset -> train_clf -> verification of every suspect
+(ownership.verify, the preset's protocol). Artefacts go to the reference folders (data/, model/,
+gradients_set/, prob/) under --workdir (default: the repository for real presets, results/smoke for
+smoke), so the reference commands work on them afterwards. A stage is skipped when <out>/manifest.json
+records it with the same arguments, preset, seed and input checksums, and its outputs still have the
+recorded checksums (ownership/manifest.py). Writes <out>/results.json, results.md, results.png, probs.npz.
 """
-import hashlib
-import json
 import os
-import shutil
 import time
 
+import matplotlib
 import numpy as np
 
 import embed_features
@@ -26,20 +24,22 @@ import gradientset
 import steal
 import train_clf
 import train_model
-from ownership import blackbox, cli, paths, verify
+from ownership import cli, jsonio, paths
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
+from ownership.constants import ACCESSES, ATTACK_MODES, REPO, TESTS
 from ownership.data import role_data
-from ownership.presets import DATASETS, PRESETS, get_preset
+from ownership.errors import UserError
+from ownership.manifest import Stages
+from ownership.presets import DATASETS
+from ownership.verify import Protocol, Verifier
 
-ACCESSES = ["white-box", "black-box"]
-ROW_MODES = ["source", "distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
 
 
 def get_parser():
     p = cli.Parser(__doc__)
-    p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply every budget and, below 1, the data (get_preset in ownership/presets.py)")
+    cli.add_preset(p)
     p.add_argument("--out", default=None, help="results folder (default: results/<preset>)")
     p.add_argument("--workdir", default=None,
                    help="where data/, model/, gradients_set/, prob/ go (default: the repository; results/smoke "
@@ -47,12 +47,12 @@ def get_parser():
     p.add_argument("--gpu", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocol", default="ours", choices=["ours", "reference"],
-                   help="ours: meta-classifier on several victim-like and benign models, held-out benign "
-                        "reference, the paper's one-sided paired test; reference: the reference code's protocol "
-                        "(one victim against one benign model, that same benign model as reference, Welch "
-                        "two-sided, harmonic mean of 40 draws), for comparison")
-    p.add_argument("--test", default=None, choices=[t for t in verify.TESTS if t != "reference"],
-                   help="the test of protocol ours (default: the preset's; see ownership/stats.py)")
+                   help="ours: meta-classifiers on several victim-like and benign models, held-out benign "
+                        "references, the preset's test; reference: the reference code's protocol (one victim "
+                        "against one benign model, that same benign model as reference, Welch two-sided, "
+                        "harmonic mean of 40 draws of 10 images), for comparison")
+    p.add_argument("--test", default=None, choices=[t for t in TESTS if t != "reference"],
+                   help="the test of protocol ours (default: the preset's; ownership/stats.py)")
     cli.add_amp(p)
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
@@ -60,97 +60,50 @@ def get_parser():
     return p
 
 
-def checksum(path):
-    """sha256 of a file, or of a folder: every file's relative name and sha256, in sorted order
-    (hidden temporary files skipped). Reading is the cost: about 1 GB/s here (docs/BENCHMARKS.md)."""
-    h = hashlib.sha256()
-    if not os.path.isdir(path):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(f for f in files if not f.startswith(".")):
-            file = os.path.join(root, name)
-            h.update(f"{os.path.relpath(file, path)}\0{checksum(file)}\n".encode())
-    return h.hexdigest()
-
-
-class Stages:
-    """Runs stage functions and records each finished one in manifest.json, keyed by its first output:
-    the module, argv, preset hash and seed, the checksums of its input files and of its outputs. A stage
-    is skipped when that record matches and its outputs exist with the recorded checksums; an output
-    changed since (corrupted, replaced) is removed and its stage rerun. Since the inputs' checksums are
-    part of the record, every later stage that consumes a changed output reruns too. A rerun that gives
-    the same bytes changes nothing downstream: on the CPU a gradient set does; a checkpoint does not, as
-    it records its training time, so the stages after a retrained model rerun."""
-
-    def __init__(self, manifest_path, preset, seed, force):
-        self.path = manifest_path
-        self.preset_hash = hashlib.sha256(json.dumps(preset, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        self.seed = seed
-        self.force = force
-        self.done = {}
-        if os.path.exists(manifest_path) and not force:
-            with open(manifest_path) as f:
-                self.done = json.load(f)
-        self.sums = {}  # path -> checksum, each file read once per run
-        self.timings = {}
-
-    def checksum(self, path):
-        if path not in self.sums:
-            self.sums[path] = checksum(path) if os.path.exists(path) else None
-        return self.sums[path]
-
-    def run(self, stage, outputs, module, argv, inputs=()):
-        outputs = [outputs] if isinstance(outputs, str) else outputs
-        record = dict(stage=stage, module=module.__name__, argv=argv, preset=self.preset_hash, seed=self.seed,
-                      inputs={p: self.checksum(p) for p in inputs})
-        old = self.done.get(outputs[0])
-        old = old if isinstance(old, dict) else {}  # a manifest of an older version: redo
-        made = old.get("outputs", {})
-        if (not self.force and {k: old.get(k) for k in record} == record
-                and all(self.checksum(o) is not None and self.checksum(o) == made.get(o) for o in outputs)):
-            return False
-        for o in outputs:  # changed since its stage made it: never let the stage take it as done
-            if o in made and self.checksum(o) not in (None, made[o]):
-                print(f"{o} changed since {stage} made it (checksum differs); redoing {stage}")
-                if os.path.isdir(o):
-                    shutil.rmtree(o)
-                else:
-                    os.remove(o)
-        start = time.time()
-        module.main(module.get_parser().parse_args(argv))
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - start, 1)
-        for o in outputs:
-            self.sums.pop(o, None)
-        self.done[outputs[0]] = dict(record, outputs={o: self.checksum(o) for o in outputs})
-        atomic_write(self.path, lambda tmp: open(tmp, "w").write(json.dumps(self.done, indent=1)))
-        return True
+def model_plan(preset, arch, model_dir, reference_protocol):
+    """The models of one architecture, by purpose, as {purpose: [(path, train_model.py flags)]}:
+    pos/neg behind the meta-classifiers (the first of each, then other seeds -s1, -s2 ...), weak (extra
+    negatives of the black-box classifier: one epoch on the first n images, docs/VALIDITY.md) and refs
+    (the held-out benign references). The reference protocol has one of each and tests against the
+    benign model its classifier saw."""
+    n_v, n_b = (1, 1) if reference_protocol else (preset["clf_models"]["victims"], preset["clf_models"]["benigns"])
+    seeds = lambda n: [""] + [f"-s{k}" for k in range(1, n)]  # noqa: E731
+    plan = dict(pos=[(paths.victim(model_dir, arch, t), ["--role", "victim", f"--tag={t}"]) for t in seeds(n_v)],
+                neg=[(paths.benign(model_dir, arch, t), ["--role", "benign", f"--tag={t}"]) for t in seeds(n_b)],
+                weak=[], refs=[])
+    if reference_protocol:
+        plan["refs"] = plan["neg"][:1]
+        return plan
+    for k, n in enumerate(preset["clf_models"]["weak"], 1):
+        t = paths.weak_tag(k)
+        plan["weak"].append((paths.benign(model_dir, arch, t),
+                             ["--role", "benign", f"--tag={t}", "--images", str(n), "--epochs", "1"]))
+    for k in range(1, preset["references"] + 1):
+        t = paths.reference_tag(k)
+        plan["refs"].append((paths.benign(model_dir, arch, t), ["--role", "benign", f"--tag={t}"]))
+    return plan
 
 
 def main(args):
-    preset = get_preset(args.preset, args.scale)
+    preset = cli.preset_of(args)
     ds = preset["dataset"]
     d = DATASETS[ds]
     va, aa = d["victim_arch"], d["attacker_arch"]
     archs = list(dict.fromkeys([va, aa]))
     for k, (arch, _) in enumerate(preset["independents"], 1):
         if arch not in archs:
-            raise cli.UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
-                                f"only for {archs}; use one of those architectures")
-    workdir = args.workdir or (os.path.join(cli.REPO, "results", "smoke") if args.preset == "smoke" else cli.REPO)
-    out = args.out or os.path.join(cli.REPO, "results", args.preset + ("-reference" if args.protocol == "reference" else ""))
-    dirs = dict(data=os.path.join(workdir, "data"), model=os.path.join(workdir, "model"),
-                grad=os.path.join(workdir, "gradients_set"), prob=os.path.join(workdir, "prob"))
+            raise UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
+                            f"only for {archs}; use one of those architectures")
+    reference = args.protocol == "reference"
+    protocol = Protocol.from_preset(preset, "reference" if reference else args.test)
+    workdir = args.workdir or (os.path.join(REPO, "results", "smoke") if args.preset == "smoke" else REPO)
+    out = args.out or os.path.join(REPO, "results", args.preset + ("-reference" if reference else ""))
+    dirs = {k: os.path.join(workdir, k) for k in ("data", "model", "gradients_set", "prob")}
     common = ["--seed", str(args.seed), "--gamma", str(preset["gamma"]), "--data-dir", dirs["data"],
-              "--model-dir", dirs["model"], "--grad-dir", dirs["grad"], "--prob-dir", dirs["prob"]]
-    if args.gpu is not None:
-        common += ["--gpu", str(args.gpu)]
-    if args.deterministic:
-        common += ["--deterministic"]
-    staged = common + ["--preset", args.preset, "--scale", str(args.scale), "--amp", args.amp, "--resume"]
+              "--model-dir", dirs["model"], "--grad-dir", dirs["gradients_set"], "--prob-dir", dirs["prob"]]
+    common += ["--gpu", str(args.gpu)] * (args.gpu is not None) + ["--deterministic"] * args.deterministic
+    staged = common + ["--preset", args.preset, "--scale", str(args.scale)]
+    trained = staged + ["--amp", args.amp, "--resume"]
     os.makedirs(out, exist_ok=True)
     st = Stages(os.path.join(out, "manifest.json"), preset, args.seed, args.force)
     device = cli.get_device(args.gpu)
@@ -159,162 +112,138 @@ def main(args):
 
     # 1. the external feature
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
-    st.run("embed", styled, embed_features, common + ["--preset", args.preset, "--scale", str(args.scale), "--preview"])
+    st.run("embed", styled, embed_features, staged + ["--preview"])
 
-    # 2. per architecture: victim-like and benign models for the meta-classifier (the victim and
-    #    benign-<arch> first, then other seeds: -s1, -s2 ...), weak benign models for the black-box
-    #    classifier (-weak1, -weak2), and the held-out benign references
-    n_v, n_b = preset["clf_models"]["victims"], preset["clf_models"]["benigns"]
-    if args.protocol == "reference":
-        n_v = n_b = 1
-    tags = lambda n: [""] + [f"-s{k}" for k in range(1, n)]  # noqa: E731
-    pos, neg, weak, refs = {}, {}, {}, {}
+    # 2. the defender's models per architecture, and the independent models
+    plans = {arch: model_plan(preset, arch, M, reference) for arch in archs}
     for arch in archs:
-        pos[arch] = [paths.victim(M, arch, t) for t in tags(n_v)]
-        neg[arch] = [paths.benign(M, arch, t) for t in tags(n_b)]
-        for role, files in (("victim", pos[arch]), ("benign", neg[arch])):
-            for t, f in zip(tags(len(files)), files):
-                st.run("train", f, train_model, staged + ["--role", role, "--arch", arch, f"--tag={t}"], [styled])
-        # weak benign models, one epoch on the first n images: extra negatives of the black-box
-        # classifier, so that weakness is not read as victim-like (docs/VALIDITY.md, "Weak models")
-        weak[arch] = []
-        for k, n in enumerate([] if args.protocol == "reference" else preset["clf_models"].get("weak", []), 1):
-            weak[arch].append(paths.benign(M, arch, paths.weak_tag(k)))
-            st.run("train", weak[arch][-1], train_model, staged + ["--role", "benign", "--arch", arch,
-                   f"--tag={paths.weak_tag(k)}", "--images", str(n), "--epochs", "1"], [styled])
-        # the reference protocol uses the benign model the classifier saw; ours K held-out ones
-        if args.protocol == "reference":
-            refs[arch] = [neg[arch][0]]
-            continue
-        refs[arch] = []
-        for t in map(paths.reference_tag, range(1, preset.get("references", 1) + 1)):
-            refs[arch].append(paths.benign(M, arch, t))
-            st.run("train", refs[arch][-1], train_model, staged + ["--role", "benign", "--arch", arch, f"--tag={t}"],
-                   [styled])
+        for path, flags in sum(plans[arch].values(), []):
+            st.run("train", path, train_model, trained + ["--arch", arch] + flags, [styled])
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)
-        st.run("train", path, train_model, staged + ["--role", "independent", "--arch", arch, "--index", str(k)],
+        st.run("train", path, train_model, trained + ["--role", "independent", "--arch", arch, "--index", str(k)],
                [styled])
         independents.append(("independent", path, arch))
+    files = {arch: {purpose: [path for path, _ in models] for purpose, models in plan.items()}
+             for arch, plan in plans.items()}
 
     # 3. the attacks
-    suspects = [("source", pos[va][0], va)]
-    for mode in ROW_MODES[1:]:
-        arch = va if mode == "fine-tune" else aa
+    victim = files[va]["pos"][0]
+    suspects = [("source", victim, va)]
+    for mode in ATTACK_MODES:
+        arch = paths.arch_for_mode(ds, mode)
         path = paths.attack(M, mode, arch)
-        st.run("steal", path, steal, staged + ["--mode", mode], [pos[va][0], styled])
+        st.run("steal", path, steal, trained + ["--mode", mode], [victim, styled])
         suspects.append((mode, path, arch))
     suspects += independents
 
     # 4. gradient sets and 5. meta-classifiers, per architecture and access
-    clfs = {}
     c = preset["clf"]
-    suffix = "-refprotocol" if args.protocol == "reference" else ""
+    clfs = {}
     for arch in archs:
-        models = pos[arch] + neg[arch]
-        grads = [paths.gradient_set(dirs["grad"], m, styled) for m in models]
-        for m, g in zip(models, grads):
+        pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
+        grads = [paths.gradient_set(dirs["gradients_set"], m, styled) for m in pos + neg]
+        for m, g in zip(pos + neg, grads):
             st.run("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
         for access in ACCESSES:
-            path = paths.clf(M, ds, arch, access).replace(".pt", suffix + ".pt")
-            negs = neg[arch] + (weak[arch] if access == "black-box" else [])
+            path = paths.clf(M, ds, arch, access).replace(".pt", "-refprotocol.pt" if reference else ".pt")
+            negs = neg + (weak if access == "black-box" else [])
             st.run("clf", path, train_clf,
-                   common + ["--dataset", ds, "--type", arch, "--access", access, "--pos", *pos[arch], "--neg",
-                             *negs, "--mlp_epoch", str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size",
-                             str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out", path],
-                   pos[arch] + negs + [styled] + (grads if access == "white-box" else []))
-            clfs[(arch, access)] = path
+                   common + ["--dataset", ds, "--type", arch, "--access", access, "--pos", *pos, "--neg", *negs,
+                             "--mlp_epoch", str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size", str(c["batch"]),
+                             "--hidden-cap", str(c["hidden_cap"]), "--out", path],
+                   pos + negs + [styled] + (grads if access == "white-box" else []))
+            clfs[arch, access] = path
 
-    # 6. verification of every suspect against the benign reference of its architecture
+    # 6. verification of every suspect against the held-out references of its architecture
     start = time.time()
     images = role_data(preset, dirs["data"], args.seed, "styled-test", preset["gamma"])
-    clean_x = blackbox.originals(images, ds, dirs["data"], "test")
-    test_name = "reference" if args.protocol == "reference" else (args.test or preset.get("test", "paper"))
-    ref_probs, rows, probs_out = {}, [], {}
-    for i, (mode, path, arch) in enumerate(suspects):
+    verifiers = {key: Verifier(path, files[key[0]]["refs"], images, ds, device, protocol, seed=args.seed,
+                               data_dir=dirs["data"]) for key, path in clfs.items()}
+    rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
+    rows, probs = [], {access: dict(suspect=[], references=[]) for access in ACCESSES}
+    for mode, path, arch in suspects:
         model, ck = load_model(path, device=device)
         met = ck.get("metrics", {})
-        row = dict(mode=mode, suspect=os.path.relpath(path, workdir), arch=arch, clean_acc=met.get("clean_acc"),
+        row = dict(mode=mode, suspect=rel(path), arch=arch, clean_acc=met.get("clean_acc"),
                    stylised_acc=met.get("stylised_acc"))
         for access in ACCESSES:
-            clf = load_checkpoint(clfs[(arch, access)], "meta-classifier")
-            if (arch, access) not in ref_probs:
-                ref_probs[(arch, access)] = [verify.probabilities(load_model(r, device=device)[0], clf, images, ds,
-                                                                  device, seed=args.seed, clean_x=clean_x)
-                                             for r in refs[arch]]
-            p_s = verify.probabilities(model, clf, images, ds, device, seed=args.seed, clean_x=clean_x)
-            p_b = ref_probs[(arch, access)]
-            r = verify.test(p_s, p_b, preset["m"], preset["tau"], test_name, args.seed)
-            key = "" if access == "white-box" else "bb_"
-            row.update({key + "p_value": r["p_value"], key + "delta_mu": r["delta_mu"], key + "verdict": r["verdict"]})
-            probs_out[f"{i}:{mode}:{access}"] = (p_s, p_b)
+            r = verifiers[arch, access](model)
+            row[access] = {k: r[k] for k in ("p_value", "delta_mu", "verdict")}
+            probs[access]["suspect"].append(r["p_suspect"])
+            probs[access]["references"].append(r["p_references"])
         rows.append(row)
     st.timings["verify"] = round(time.time() - start, 1)
     st.timings["total"] = round(time.time() - t0, 1)
-    clf_info = {f"{arch}/{access}": dict(path=os.path.relpath(clfs[(arch, access)], workdir),
-                                         trained_on=load_checkpoint(clfs[(arch, access)]).get("sources"),
-                                         held_out_acc=load_checkpoint(clfs[(arch, access)]).get("test_acc"),
-                                         references=[os.path.relpath(r, workdir) for r in refs[arch]])
-                for arch in archs for access in ACCESSES}
-    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=args.protocol,
-                  test=verify.TESTS[test_name], test_name=test_name, m=preset["m"], tau=preset["tau"], alpha=verify.ALPHA, rows=rows,
-                  classifiers=clf_info, timings=st.timings)
-    write_results(out, result, probs_out)
+    classifiers = {}
+    for (arch, access), path in clfs.items():
+        ck = load_checkpoint(path)
+        classifiers.setdefault(arch, {})[access] = dict(
+            path=rel(path), held_out_acc=ck.get("test_acc"), references=[rel(r) for r in files[arch]["refs"]],
+            trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
+    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
+                  **protocol.record()), rows=rows, classifiers=classifiers, timings=st.timings)
+    write_results(out, result, probs)
     print(table(result))
     print(f"wrote {out}/results.json, results.md, results.png, probs.npz")
     return result
 
 
 def table(result):
+    """The results as a markdown table, one row per suspect, both accesses."""
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| mode | suspect | arch | clean acc | stylised acc | white-box p | Δμ | verdict | black-box p | Δμ | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    head = "| mode | suspect | arch | clean acc | stylised acc |" + " p | Δμ | verdict |".join(
+        f" {a}" for a in ACCESSES) + " p | Δμ | verdict |"
+    lines = [head, "|---" * (5 + 3 * len(ACCESSES)) + "|"]
     for r in result["rows"]:
-        lines.append(f"| {r['mode']} | {r['suspect']} | {r['arch']} | {fmt(r['clean_acc'])} | {fmt(r['stylised_acc'])} | "
-                     f"{r['p_value']:.2e} | {r['delta_mu']:.3f} | {r['verdict']} | "
-                     f"{r['bb_p_value']:.2e} | {r['bb_delta_mu']:.3f} | {r['bb_verdict']} |")
+        cells = [r["mode"], r["suspect"], r["arch"], fmt(r["clean_acc"]), fmt(r["stylised_acc"])]
+        for a in ACCESSES:
+            cells += [f"{r[a]['p_value']:.2e}", f"{r[a]['delta_mu']:.3f}", r[a]["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def load_probs(out):
+    """probs.npz of a results folder: {access: (suspect (rows, N), references (rows, K, N))}, rows in
+    the order of results.json's rows."""
+    f = np.load(os.path.join(out, "probs.npz"))
+    return {a: (f[f"{a}/suspect"], f[f"{a}/references"]) for a in ACCESSES}
+
+
 def write_results(out, result, probs):
-    atomic_write(os.path.join(out, "results.json"), lambda tmp: open(tmp, "w").write(json.dumps(result, indent=1)))
+    jsonio.write(os.path.join(out, "results.json"), result)
     atomic_write(os.path.join(out, "probs.npz"), lambda tmp: np.savez(
-        tmp, **{f"{k}:suspect": v[0] for k, v in probs.items()},
-        **{f"{k}:references": np.stack(v[1]) for k, v in probs.items()}))
-    md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']}, protocol {result['protocol']})\n\n"
-          f"Test: {result['test']}, m = {result['m']}, tau = {result['tau']}, alpha = {result['alpha']}.\n\n"
+        tmp, **{f"{a}/{k}": np.stack(v) for a, parts in probs.items() for k, v in parts.items()}))
+    proto = result["protocol"]
+    md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']}, protocol {proto['name']})\n\n"
+          f"Test: {proto['description']}, m = {proto['m']}, tau = {proto['tau']}, alpha = {proto['alpha']}.\n\n"
           + table(result) + "\n\nMeta-classifiers: "
-          + "; ".join(f"{k}: held-out acc {v['held_out_acc']:.3f}, references {', '.join(v['references'])}"
-                      for k, v in result["classifiers"].items())
+          + "; ".join(f"{arch}/{a}: held-out acc {c['held_out_acc']:.3f}, references {', '.join(c['references'])}"
+                      for arch, by_access in result["classifiers"].items() for a, c in by_access.items())
           + "\n\nStage timings (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()) + "\n")
     atomic_write(os.path.join(out, "results.md"), lambda tmp: open(tmp, "w").write(md))
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 1, figsize=(0.9 * len(result["rows"]) + 3, 6.5), sharex=True)
+    plot(result, probs, os.path.join(out, "results.png"))
+
+
+def plot(result, probs, path):
+    """Box plots of P(stolen): each suspect (red), then each architecture's references (grey)."""
+    fig, axes = plt.subplots(len(ACCESSES), 1, figsize=(0.9 * len(result["rows"]) + 3, 6.5), sharex=True)
     for ax, access in zip(axes, ACCESSES):
-        data, labels = [], []
-        colours, ref_sets = [], {}
-        for k, (p_s, p_b) in probs.items():
-            if k.endswith(access):
-                i = int(k.split(":")[0])
-                data.append(p_s)
-                labels.append(k.split(":")[1])
-                colours.append("tab:red")
-                ref_sets[result["rows"][i]["arch"]] = p_b
-        for arch, p_b in ref_sets.items():  # each architecture's references once
+        data = list(probs[access]["suspect"])
+        labels = [r["mode"] for r in result["rows"]]
+        refs = {r["arch"]: p for r, p in zip(result["rows"], probs[access]["references"])}
+        for arch, p_b in refs.items():  # each architecture's references once
             data += list(p_b)
             labels += [f"ref{j + 1} {arch}" for j in range(len(p_b))]
-            colours += ["tab:gray"] * len(p_b)
         parts = ax.boxplot(data, patch_artist=True)
-        for box, colour in zip(parts["boxes"], colours):
-            box.set_facecolor(colour)
+        for k, box in enumerate(parts["boxes"]):
+            box.set_facecolor("tab:red" if k < len(result["rows"]) else "tab:gray")
         ax.set_ylabel(f"P(stolen), {access}")
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, fontsize=7)
     axes[0].set_title(f"{result['preset']}: each suspect (red), then the held-out benign references (grey)")
     fig.tight_layout()
-    atomic_write(os.path.join(out, "results.png"), lambda tmp: fig.savefig(tmp, dpi=110))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 

@@ -15,23 +15,19 @@ from --preset; each suspect's clean and stylised accuracy is stored in its check
 import time
 
 from network import MODELS, get_model
-from ownership import attacks, cli, paths, seeds
+from ownership import attacks, checkpoints, cli, paths, seeds
 from ownership import distributed as dd
-from ownership import checkpoints
-from ownership.checkpoints import load_model, model_record, save_checkpoint
+from ownership.checkpoints import load_model
+from ownership.constants import ATTACK_MODES
 from ownership.data import role_data
-from ownership.presets import DATASETS, PRESETS, get_preset
-from ownership.training import accuracy, amp_name
-
-STEAL_MODES = ["distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage"]
+from ownership.errors import UserError
+from ownership.presets import DATASETS
+from ownership.training import save_trained
 
 
 def get_parser():
     p = cli.Parser(__doc__)
-    p.add_argument("--mode", required=True, choices=STEAL_MODES)
-    p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply the preset's budgets and, below 1, its data (get_preset in ownership/presets.py)")
+    p.add_argument("--mode", required=True, choices=ATTACK_MODES)
     p.add_argument("--victim", default=None, help="victim checkpoint (default: model/victim/vict-<arch>.pt)")
     p.add_argument("--arch", default=None, choices=list(MODELS),
                    help="suspect architecture (default: the victim's for fine-tune, else the attackers')")
@@ -39,13 +35,13 @@ def get_parser():
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state (saved after every epoch, or every --save-every zero-shot iterations)")
     p.add_argument("--save-every", type=int, default=10, help="zero-shot: save the resumable state every N iterations")
-    return cli.add_common(cli.add_amp(p), dataset=False)
+    return cli.add_common(cli.add_amp(cli.add_preset(p)), dataset=False)
 
 
 def main(args):
     if args.save_every < 1:
-        raise cli.UserError(f"--save-every {args.save_every}: give a positive number of iterations")
-    preset = get_preset(args.preset, args.scale)
+        raise UserError(f"--save-every {args.save_every}: give a positive number of iterations")
+    preset = cli.preset_of(args)
     dataset = preset["dataset"]
     d = DATASETS[dataset]
     device = dd.setup(cli.get_device(args.gpu))
@@ -84,20 +80,9 @@ def main(args):
             fn = attacks.label_query if mode == "label-query" else attacks.logit_query
             model = fn(victim, student, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
                        dataset, cfg, device, seed, **kw)
-    metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
-                   stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
-                                         dataset, device),
-                   victim_clean_acc=vck.get("metrics", {}).get("clean_acc"),
-                   amp=amp_name(device, args.amp), seconds=round(time.time() - start, 1))
-    if not dd.is_main():
-        return out, metrics
-    save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role="attack", mode=mode,
-                                      preset=preset, seed=args.seed, init_seed=seed, attack=cfg, metrics=metrics,
-                                      victim=victim_path, world_size=dd.world()))
-    checkpoints.remove(state)
-    print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
-          f"({metrics['seconds']} s)")
-    return out, metrics
+    return save_trained(model, out, state, preset=preset, data_dir=args.data_dir, seed=args.seed, gamma=args.gamma,
+                        device=device, amp=args.amp, start=start, arch=arch, role="attack", mode=mode, init_seed=seed,
+                        attack=cfg, victim=victim_path, metrics=dict(victim_clean_acc=vck.get("metrics", {}).get("clean_acc")))
 
 
 if __name__ == "__main__":

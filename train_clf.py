@@ -11,11 +11,12 @@ Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 --access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
 are queried directly) and writes model/clf/blackbox-<dataset>-<type>.pt.
 """
-import json
 import os
 
 from network import MODELS
-from ownership import blackbox, cli, gradients, metaclf, paths
+from ownership import blackbox, cli, gradient_sets, jsonio, metaclf, paths
+from ownership.constants import ACCESSES
+from ownership.errors import UserError
 from ownership.checkpoints import load_model, save_checkpoint
 from ownership.data import load_styled
 from ownership.presets import DATASETS
@@ -35,7 +36,7 @@ def get_parser():
     p.add_argument("--neg", nargs="+", default=None,
                    help="benign checkpoints (default: benign-<type>.pt, benign-<type>-s<k>.pt, and for black-box "
                         "benign-<type>-weak<k>.pt)")
-    p.add_argument("--access", default="white-box", choices=["white-box", "black-box"],
+    p.add_argument("--access", default="white-box", choices=ACCESSES,
                    help="white-box: gradient signs (the paper); black-box: prediction shifts (MOVE)")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
     p.add_argument("--l2", default="auto", choices=["auto", "on", "off"],
@@ -63,7 +64,7 @@ def main(args):
                 out.append(blackbox.features(model, styled, clean_x, args.dataset, device, args.views, args.seed))
                 continue
             g = paths.gradient_set(args.grad_dir, m, folder)
-            out.append(gradients.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset}"))
+            out.append(gradient_sets.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset}"))
         return out
 
     d = DATASETS[args.dataset]
@@ -74,7 +75,7 @@ def main(args):
     pos_sets, neg_sets = sets(pos), sets(neg)
     dims = {a.shape[1] for a in pos_sets + neg_sets}
     if len(dims) != 1:
-        raise cli.UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
+        raise UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
                             f"{args.model_type}")
     l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box")
     ck = metaclf.fit(pos_sets, neg_sets, args.mlp_epoch, args.lr, args.batch_size, args.hidden_cap, args.seed,
@@ -86,7 +87,7 @@ def main(args):
     save_checkpoint(out, ck)
     print(f"meta-classifier {out}: held-out accuracy {ck['test_acc']:.4f} "
           f"({ck['n_train']} train / {ck['n_test']} held-out vectors, d={ck['d']}, hidden={ck['hidden']})")
-    print(json.dumps({"clf": out, "test_acc": ck["test_acc"], "d": ck["d"]}))
+    print(jsonio.dumps({"clf": out, "test_acc": ck["test_acc"], "d": ck["d"]}))
     return ck
 
 

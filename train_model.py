@@ -17,13 +17,12 @@ import time
 import torch
 
 from network import MODELS, get_model
-from ownership import cli, paths, seeds
+from ownership import checkpoints, cli, paths, seeds
 from ownership import distributed as dd
-from ownership import checkpoints
-from ownership.checkpoints import model_record, save_checkpoint
 from ownership.data import role_data
-from ownership.presets import DATASETS, PRESETS, get_preset
-from ownership.training import accuracy, amp_name, train
+from ownership.errors import UserError
+from ownership.presets import DATASETS
+from ownership.training import save_trained, train
 
 SUBSET = 0.75  # fraction of the part that the other-seed models (--tag -s<k>) train on
 ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
@@ -32,9 +31,6 @@ ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "ind
 def get_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--role", required=True, choices=list(ROLES))
-    p.add_argument("--preset", default="fmnist", choices=list(PRESETS))
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply the preset's budgets and, below 1, its data (get_preset in ownership/presets.py)")
     p.add_argument("--arch", default=None, choices=list(MODELS), help="default: the dataset's victim architecture")
     p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
     p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")
@@ -44,7 +40,7 @@ def get_parser():
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state, saved after every epoch, instead of starting over")
-    return cli.add_common(cli.add_amp(p), dataset=False)
+    return cli.add_common(cli.add_amp(cli.add_preset(p)), dataset=False)
 
 
 def out_path(args, arch):
@@ -58,7 +54,7 @@ def out_path(args, arch):
 
 
 def main(args):
-    preset = get_preset(args.preset, args.scale)
+    preset = cli.preset_of(args)
     dataset = preset["dataset"]
     d = DATASETS[dataset]
     arch = args.arch or d["victim_arch"]
@@ -73,7 +69,7 @@ def main(args):
         images = images.subset(keep[:int(SUBSET * len(images))].sort().values)
     if args.images is not None:
         if args.images < 1:
-            raise cli.UserError(f"--images {args.images}: give a positive number of images")
+            raise UserError(f"--images {args.images}: give a positive number of images")
         images = images.subset(range(min(args.images, len(images))))
     cfg = dict(preset["train"])
     if args.epochs:
@@ -85,19 +81,9 @@ def main(args):
     train(model, images, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], momentum=cfg["momentum"],
           wd=cfg["wd"], device=device, seed=init_seed, amp=args.amp, desc=f"{args.role} {arch}{args.tag}",
           state_path=state)
-    metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
-                   stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
-                                         dataset, device),
-                   train_images=len(images), amp=amp_name(device, args.amp), seconds=round(time.time() - start, 1))
-    if not dd.is_main():
-        return out, metrics
-    save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, role=args.role,
-                                      preset=preset, seed=args.seed, init_seed=init_seed, train=cfg, metrics=metrics,
-                                      world_size=dd.world()))
-    checkpoints.remove(state)
-    print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
-          f"({metrics['train_images']} images, {metrics['seconds']} s)")
-    return out, metrics
+    return save_trained(model, out, state, preset=preset, data_dir=args.data_dir, seed=args.seed, gamma=args.gamma,
+                        device=device, amp=args.amp, start=start, arch=arch, role=args.role, init_seed=init_seed,
+                        train=cfg, metrics=dict(train_images=len(images)))
 
 
 if __name__ == "__main__":

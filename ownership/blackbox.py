@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import augment, batches, load_dataset, normalise
+from .errors import UserError
 
 
 def originals(styled, dataset, data_dir, split):
@@ -32,6 +33,5 @@ def features(model, styled, clean_x, dataset, device, views=4, seed=0, batch_siz
         out.append(torch.cat(diffs, 1).cpu())
     f = torch.cat(out)
     if not torch.isfinite(f).all():
-        from .cli import UserError
         raise UserError("NaN or Inf in the model's predictions; the checkpoint is broken or diverged")
     return f.numpy()

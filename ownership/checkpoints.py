@@ -13,7 +13,8 @@ import torch
 
 from network import get_model
 
-from .cli import UserError
+from . import distributed
+from .errors import UserError
 
 
 def atomic_write(path, write):
@@ -120,7 +121,6 @@ def model_record(model, arch, num_classes, in_channels, dataset, **extra):
 def training_state(out, resume, stages=1):
     """Path of the per-epoch training state next to checkpoint `out` (<out>.state, then <out>.state2 ...
     for later stages). Without `resume`, states left by an earlier run are discarded."""
-    from . import distributed
     state = out + ".state"
     if not resume and distributed.is_main():
         remove(state, *[f"{state}{k}" for k in range(2, stages + 1)])

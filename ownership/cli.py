@@ -1,4 +1,4 @@
-"""Flags shared by every script, device choice, and one-line errors instead of tracebacks."""
+"""What every script shares: flags, seeding, device choice, and one-line errors instead of tracebacks."""
 import argparse
 import os
 import random
@@ -10,11 +10,9 @@ import torch
 
 from network import UnknownArchitecture
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line (no traceback unless --debug)."""
+from .constants import AMP, REPO
+from .errors import UserError
+from .presets import DATASETS, PRESETS, get_preset
 
 
 class Parser(argparse.ArgumentParser):
@@ -32,7 +30,6 @@ class Parser(argparse.ArgumentParser):
 def add_common(parser, dataset=True):
     """Flags every stage shares. Folder defaults are the repository's own folders, so the
     scripts work from any working directory."""
-    from .presets import DATASETS
     if dataset:
         parser.add_argument("--dataset", default="fmnist", choices=list(DATASETS),
                             help="dataset (default: fmnist, the offline CPU default)")
@@ -52,7 +49,18 @@ def add_common(parser, dataset=True):
     return parser
 
 
-AMP = ("auto", "bf16", "none")  # mixed-precision settings of the training steps (ownership.training.amp_dtype)
+def add_preset(parser):
+    """--preset and --scale, for the scripts that run a stage of the pipeline; see `preset_of`."""
+    parser.add_argument("--preset", default="fmnist", choices=list(PRESETS),
+                        help="hyperparameters and protocol (ownership/presets.py; default: fmnist, the embedded default)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every budget and, below 1, the data (get_preset in ownership/presets.py)")
+    return parser
+
+
+def preset_of(args):
+    """The preset that --preset and --scale ask for."""
+    return get_preset(args.preset, args.scale)
 
 
 def add_amp(parser):

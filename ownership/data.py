@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .cli import UserError
+from . import paths
+from .errors import UserError
 from .presets import DATASETS
 
 FMNIST_SYSTEM = "/usr/share/datasets/fashion-mnist"
@@ -110,7 +111,7 @@ def _load_imagenet(data_dir):
     folder = os.path.join(data_dir, DATASETS["imagenet"]["folder"])
     if not os.path.isdir(folder):
         raise UserError(f"ImageNet-20 not found at {folder}; it needs train/, val/ and test/ with one folder "
-                        f"per class (20 ImageNet classes), see README 'Dataset Preparation'")
+                        f"per class (20 ImageNet classes), see docs/PAPER_SCALE.md, 'Data'")
     return {s: read_folder(os.path.join(folder, s), 3, 224, resize=True) for s in DATASETS["imagenet"]["splits"]}
 
 
@@ -206,11 +207,11 @@ def write_folder(root, images):
 
 def load_styled(data_dir, dataset, gamma, split):
     """The transformed set `split` ('train' or 'test'), with a message naming the command that makes it."""
-    from . import paths
     root = os.path.join(paths.styled_dir(data_dir, dataset, gamma), split)
     if not os.path.isdir(root):
         raise UserError(f"transformed set {root} does not exist; make it with "
-                        f"'python embed_features.py --dataset {dataset}' (or 'python reproduce.py')")
+                        f"'python embed_features.py --dataset {dataset}' (or 'python reproduce.py --preset "
+                        f"{DATASETS[dataset]['preset']}')")
     d = DATASETS[dataset]
     return read_folder(root, d["channels"], d["size"])
 
@@ -290,18 +291,6 @@ def batches(n, batch_size, shuffle=False, generator=None, drop_last=False):
 
 
 # ----------------------------------------------------------------------------- who trains on what
-def styled_index(data_dir, dataset, gamma):
-    """index.json of the transformed set (which training images were stylised)."""
-    import json
-    from . import paths
-    path = os.path.join(paths.styled_dir(data_dir, dataset, gamma), "index.json")
-    if not os.path.exists(path):
-        raise UserError(f"{path} does not exist; make the transformed set with "
-                        f"'python embed_features.py --dataset {dataset}'")
-    with open(path) as f:
-        return json.load(f)
-
-
 def role_data(preset, data_dir, seed, role, gamma=None):
     """The images each party trains on. The training set is split disjointly (split_indices):
       victim-mixed  the victim's part, with the stylised copies in place of the chosen gamma fraction

@@ -45,15 +45,6 @@ def barrier():
         dist.barrier()
 
 
-def mean(value, device):
-    """All-reduced mean of a float over ranks."""
-    if not dist.is_initialized():
-        return float(value)
-    t = torch.tensor([float(value)], device=device)
-    dist.all_reduce(t)
-    return t.item() / world()
-
-
 def send_to_main(obj):
     """On a rank other than 0: pickle `obj` and send it to rank 0, which takes it with receive_from."""
     dist.send_object_list([obj], dst=0)

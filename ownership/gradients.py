@@ -20,15 +20,15 @@ WRN-16-1, several per 10,000 on WRN-28-10, about as often as the float32 loop di
                           gradient from (input, output gradient), reduced as it is formed, by one of
                           CONV_METHODS per convolution. docs/BENCHMARKS.md has the measurements.
 """
-import math
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
-from . import distributed as dd
+from .data import augment as aug, augment_draws, normalise
+from .errors import UserError
 
 LIMIT = 5000
 
@@ -81,7 +81,6 @@ def reduced_grads_loop(model, x, y):
 
 def reduced_grads_vmap(model, x, y):
     """torch.func.vmap(grad(loss)) over all parameters, then the rule."""
-    from torch.func import functional_call, grad, vmap
     model.eval()
     plan = reduction_plan(model)
     params = {k: v.detach() for k, v in model.named_parameters()}
@@ -307,7 +306,6 @@ def _blocks(images, dataset, device, dtype, augment, seed, start=0, stop=None):
     drawn in order from one generator seeded with `seed`: the draws do not depend on any batch size.
     The blocks before `start` (a multiple of AUG_BLOCK) are drawn but not made, so a shard of the set
     gets the transform that the whole set gets."""
-    from .data import augment as aug, augment_draws, normalise
     stop = len(images) if stop is None else stop
     if start >= stop:  # an empty shard
         return
@@ -342,23 +340,15 @@ def _rechunk(blocks, size):
         yield (xs[0] if len(xs) == 1 else torch.cat(xs)), (ys[0] if len(ys) == 1 else torch.cat(ys))
 
 
-def shard_rows(n, batch_size):
-    """This rank's rows of n images under torchrun (all of them otherwise): a contiguous run of whole
-    units of lcm(AUG_BLOCK, batch_size) images, so each image gets the same transform and the same
-    batch as in one process, and its signs are the same bit for bit."""
-    unit = math.lcm(AUG_BLOCK, batch_size)
-    units = dd.shard(-(-n // unit))
-    return slice(min(n, units.start * unit), min(n, units.stop * unit))
-
-
 def gradient_signs(model, images, dataset, device, batch_size=128, augment=True, seed=0, out=None,
-                   desc="gradients", rows=None):
+                   desc="gradients", rows=None, progress=True):
     """Sign vectors (int8, N x d) of `model` on ImageSet `images`, streamed in batches.
 
     `augment` applies the training transform (as the reference did), drawn from `seed` in fixed blocks
     of AUG_BLOCK images, so two models see the same augmented images whatever their batch sizes.
     `out` may be a writable array (e.g. a np.memmap) to stream into. `rows` (a slice of whole blocks,
-    see shard_rows) computes only those images' rows, as they are in the whole set. Images are cast to
+    see gradient_sets.shard_rows) computes only those images' rows, as they are in the whole set; `progress`
+    shows a progress bar. Images are cast to
     the model's floating dtype (a float64 model gets float64 inputs) and autocast is off: the signs
     are those of float32 (float64) gradients even if the caller runs under bf16 autocast."""
     if batch_size < 1:
@@ -378,72 +368,11 @@ def gradient_signs(model, images, dataset, device, batch_size=128, augment=True,
     batches = _rechunk(_blocks(images, dataset, device, dtype, augment, seed, rows.start, rows.stop), batch_size)
     with torch.autocast(torch.device(device).type, enabled=False):
         for xb, yb in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False, unit="batch",
-                           disable=not dd.is_main()):
+                           disable=not progress):
             g = fn(xb, yb)
             if not torch.isfinite(g).all():
-                from .cli import UserError
                 raise UserError(f"NaN or Inf in the model's gradients ({desc}); its weights overflow: the "
                                 f"checkpoint is broken or diverged")
             out[start:start + len(g)] = torch.sign(g).to(torch.int8).cpu().numpy()
             start += len(g)
     return out
-
-
-def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", arch=None, num_classes=None,
-            device="cpu", batch_size=128, augment=True, seed=0, out_path=None):
-    """Sign vectors of checkpoint `model_path` on the transformed set, written (atomically, streamed
-    through a memory map) to gradients_set/<model file>/<data folder>/g_f.npy. Returns the path."""
-    import json
-    import os
-
-    from . import paths
-    from .checkpoints import atomic_write, load_model
-    from .data import load_styled
-    from .presets import DATASETS
-
-    d = DATASETS[dataset]
-    model, ck = load_model(model_path, arch, num_classes or d["num_classes"], d["channels"], device,
-                           made_by="python reproduce.py (or train_model.py / steal.py)")
-    images = load_styled(data_dir, dataset, gamma, split)
-    out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split)
-
-    # under torchrun each rank computes a contiguous shard of the rows; rank 0 streams its own into
-    # the file, then receives the other ranks' int8 rows one rank at a time, and alone writes
-    rows = shard_rows(len(images), batch_size)
-
-    def signs(out=None):
-        return gradient_signs(model, images, dataset, device, batch_size, augment, seed, out=out,
-                              desc=f"gradients {os.path.basename(model_path)}", rows=rows)
-
-    if not dd.is_main():
-        dd.send_to_main((rows.start, signs()))
-        return out_path
-
-    def write(tmp):
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(images), feature_dim(model)))
-        signs(arr[rows])
-        for r in range(1, dd.world()):
-            start, g = dd.receive_from(r)
-            arr[start:start + len(g)] = g
-        arr.flush()
-        del arr
-
-    atomic_write(out_path, write)
-    meta = dict(model=os.path.abspath(model_path), arch=ck.get("arch", arch), dataset=dataset, split=split,
-                n=len(images), dim=feature_dim(model), augment=augment, seed=seed)
-    atomic_write(os.path.join(os.path.dirname(out_path), "meta.json"),
-                 lambda tmp: open(tmp, "w").write(json.dumps(meta, indent=1)))
-    return out_path
-
-
-def load_set(path, made_by=None):
-    """A gradient set g_f.npy, memory-mapped."""
-    import os
-    from .cli import UserError
-    if not os.path.exists(path):
-        raise UserError(f"gradient set {path} does not exist; make it with '{made_by or 'python gradientset.py --m <model>'}'")
-    try:
-        return np.load(path, mmap_mode="r")
-    except Exception as e:
-        raise UserError(f"gradient set {path} is corrupt ({e.__class__.__name__}); delete it and rerun "
-                        f"'{made_by or 'python gradientset.py'}'") from None

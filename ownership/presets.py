@@ -8,30 +8,32 @@ Sources of the paper values:
   [R]  The reference repository (transforms, normalisation, reduction rule, meta-classifier settings).
   [Z]  Micaelli & Storkey, "Zero-shot Knowledge Transfer via Adversarial Belief Matching", 2019.
 Values not marked are ours, chosen for the CPU-sized default and measured in README / docs.
+DATASETS[name]["preset"] is the preset whose protocol (test, m, tau) ownership_verification.py uses
+for that dataset unless --preset says otherwise.
 """
 import copy
 import math
+
+from .errors import UserError
 
 DATASETS = {
     "fmnist": dict(
         num_classes=10, channels=1, size=28, folder="fmnist", styled_prefix="fmnist",
         mean=(0.2860,), std=(0.3530,), augment="crop_flip", pad=2,
-        victim_arch="wrn16-1", attacker_arch="wrn10-1", splits=("train", "test")),
+        victim_arch="wrn16-1", attacker_arch="wrn10-1", splits=("train", "test"), preset="fmnist"),
     "cifar10": dict(
         num_classes=10, channels=3, size=32, folder="cifar10", styled_prefix="cifar10",
         mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),  # [R]
         augment="crop_flip", pad=4,                                    # [R] RandomCrop(32, 4) + flip
-        victim_arch="wrn28-10", attacker_arch="wrn16-1", splits=("train", "test")),  # [P]
+        victim_arch="wrn28-10", attacker_arch="wrn16-1", splits=("train", "test"),  # [P]
+        preset="cifar10"),
     "imagenet": dict(
         num_classes=20, channels=3, size=224, folder="sub-imagenet-20", styled_prefix="subimage",
         mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262),  # [R]
         augment="rotate_flip", pad=0,                                  # [R] RandomRotation(20) + flip
         victim_arch="resnet34-imgnet", attacker_arch="resnet18-imgnet",  # [P]
-        splits=("train", "val", "test")),
+        splits=("train", "val", "test"), preset="imagenet"),
 }
-
-ATTACK_MODES = ["distillation", "zero-shot", "fine-tune", "label-query", "logit-query"]
-MODES = ["source"] + ATTACK_MODES + ["benign", "independent"]
 
 _SGD = dict(momentum=0.9, wd=5e-4)  # [DI]
 
@@ -146,7 +148,6 @@ def get_preset(name, scale=1.0):
     Floors keep every stage working: 10 stylised training images per model (the meta-classifier's
     80/20 split), 50 images per other split, m stylised test images (the test), 8 images per
     zero-shot batch (BatchNorm)."""
-    from .cli import UserError
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     if scale <= 0:

@@ -1,6 +1,8 @@
 """One --seed seeds everything: every model's initialisation seed is derived from it and a name."""
 import hashlib
 
+import torch
+
 
 def derive(seed, *names):
     """A stable 31-bit seed from the experiment seed and names (e.g. derive(0, 'benign', 'wrn10-2'))."""
@@ -11,13 +13,11 @@ def derive(seed, *names):
 def rng_state(device):
     """The global random state that dropout draws from (the CPU's, and the device's on CUDA), for
     resumable training states."""
-    import torch
     cuda = torch.device(device).type == "cuda"
     return dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(device) if cuda else None)
 
 
 def set_rng_state(state, device):
-    import torch
     torch.set_rng_state(state["cpu"])
     if state["cuda"] is not None and torch.device(device).type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)

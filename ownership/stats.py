@@ -15,25 +15,25 @@ import numpy as np
 from scipy import stats as st
 
 
-def paired_test(p_s, p_b, tau=0.0):
-    """One-sided paired t-test; returns dict(p_value, delta_mu, t, m, tau, test)."""
+def paired_test(p_s, p_b, tau):
+    """One-sided paired t-test; returns dict(p_value, delta_mu, t, m, tau, test). When every difference
+    is equal the statistic is undefined: t is None and p is 0 or 1 by the sign of mean - tau."""
     d = np.asarray(p_s, np.float64) - np.asarray(p_b, np.float64)
     m = len(d)
     if m < 2:
         raise ValueError("the paired t-test needs at least 2 images")
     mean = d.mean()
     sd = d.std(ddof=1)
-    if sd == 0:  # every difference equal: the t statistic is +-inf or undefined
-        t = np.inf if mean > tau else (-np.inf if mean < tau else 0.0)
-        p = 0.0 if mean > tau else 1.0
+    if sd == 0:  # every difference equal: no t statistic
+        t, p = None, (0.0 if mean > tau else 1.0)
     else:
-        t = (mean - tau) / (sd / np.sqrt(m))
+        t = float((mean - tau) / (sd / np.sqrt(m)))
         p = float(st.t.sf(t, m - 1))
-    return dict(p_value=float(p), delta_mu=float(mean), t=float(t), m=m, tau=tau,
+    return dict(p_value=float(p), delta_mu=float(mean), t=t, m=m, tau=tau,
                 test="paired one-sided t-test (paper)")
 
 
-def paired_all_test(p_s, refs, tau=0.0):
+def paired_all_test(p_s, refs, tau):
     """The paired test against each reference in `refs` (same images); the largest p decides."""
     if not len(refs):
         raise ValueError("paired_all_test needs at least one reference")
@@ -52,13 +52,12 @@ def spread_test(p_s, refs):
     b = np.array([np.mean(r) for r in refs], np.float64)
     sd = b.std(ddof=1)
     diff = s - b.mean()
-    if sd == 0:
-        t = np.inf if diff > 0 else (-np.inf if diff < 0 else 0.0)
-        p = 0.0 if diff > 0 else 1.0
+    if sd == 0:  # every reference has the same mean: no t statistic
+        t, p = None, (0.0 if diff > 0 else 1.0)
     else:
-        t = diff / (sd * np.sqrt(1 + 1 / k))
+        t = float(diff / (sd * np.sqrt(1 + 1 / k)))
         p = float(st.t.sf(t, k - 1))
-    return dict(p_value=float(p), delta_mu=float(diff), t=float(t), m=len(p_s), k=k, tau=None,
+    return dict(p_value=float(p), delta_mu=float(diff), t=t, m=len(p_s), k=k, tau=None,
                 test=f"model-level one-sided t-test against {k} benign references")
 
 
@@ -67,15 +66,14 @@ def welch_test(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se2 = va + vb
-    if se2 == 0:
-        diff = a.mean() - b.mean()
-        return (np.inf * np.sign(diff) if diff else 0.0), (0.0 if diff else 1.0)
+    if se2 == 0:  # both samples constant: no t statistic
+        return None, (0.0 if a.mean() != b.mean() else 1.0)
     t = (a.mean() - b.mean()) / np.sqrt(se2)
     df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     return float(t), float(2 * st.t.sf(abs(t), df))
 
 
-def reference_test(p_s, p_b, m=10, draws=40, seed=0):
+def reference_test(p_s, p_b, m, seed, draws=40):
     """The reference protocol: `draws` random draws of m images from each pool, Welch per draw,
     harmonic mean of the p-values (a zero p makes the harmonic mean 0)."""
     rng = np.random.default_rng(seed)

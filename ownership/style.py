@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from .cli import REPO, UserError
+from .constants import REPO
+from .errors import UserError
 
 STYLE_PATH = os.path.join(REPO, "data", "styles", "pointillist.png")
 INIT_NOISE = 0.1   # std of the seeded noise added to the content at the start (breaks up flat regions)

@@ -8,6 +8,7 @@ Inference [DI]: SGD, momentum 0.9, wd 5e-4; the learning rate rises linearly fro
 import contextlib
 import functools
 import os
+import time
 
 import numpy as np
 import torch
@@ -16,9 +17,11 @@ from tqdm import tqdm
 
 from . import distributed as dd
 from . import seeds
-from .checkpoints import load_checkpoint, save_checkpoint
-from .cli import AMP, UserError
-from .data import augment as augment_batch, batches, normalise
+from .checkpoints import load_checkpoint, model_record, remove, save_checkpoint
+from .constants import AMP
+from .data import augment as augment_batch, batches, normalise, role_data
+from .errors import UserError
+from .presets import DATASETS
 
 
 def lr_at(step, total, lr_max):
@@ -147,3 +150,23 @@ def accuracy(model, images, dataset, device="cpu", batch=512):
     if len(images) == 0:
         return float("nan")
     return (predict(model, images, dataset, device, batch).argmax(1) == images.y).float().mean().item()
+
+
+def save_trained(model, out, state, *, preset, data_dir, seed, gamma, device, amp, start, arch, **record):
+    """The end of every training stage (train_model.py, steal.py): the model's clean and stylised test
+    accuracy (fractions) into the checkpoint's metrics, the checkpoint written by rank 0 only (the
+    resumable `state` file removed), one line printed. `record` adds to the checkpoint dict; its
+    `metrics` entry, if any, adds to the metrics. Returns (out, metrics)."""
+    dataset = preset["dataset"]
+    metrics = dict(clean_acc=accuracy(model, role_data(preset, data_dir, seed, "test"), dataset, device),
+                   stylised_acc=accuracy(model, role_data(preset, data_dir, seed, "styled-test", gamma), dataset, device),
+                   **record.pop("metrics", {}), amp=amp_name(device, amp), seconds=round(time.time() - start, 1))
+    if not dd.is_main():
+        return out, metrics
+    d = DATASETS[dataset]
+    save_checkpoint(out, model_record(model, arch, d["num_classes"], d["channels"], dataset, preset=preset, seed=seed,
+                                      metrics=metrics, world_size=dd.world(), **record))
+    remove(state)
+    print(f"{out}: clean acc {metrics['clean_acc']:.4f}, stylised acc {metrics['stylised_acc']:.4f} "
+          f"({metrics['seconds']} s)")
+    return out, metrics

@@ -1,80 +1,148 @@
-"""Verification: P(stolen) of a suspect and a benign reference on the same transformed images, then
-the test. Used by ownership_verification.py and reproduce.py."""
+"""Verification, the one path: P(stolen) of a suspect and of held-out benign references on the same
+stylised test images, then the protocol's test. ownership_verification.py, reproduce.py and
+evaluate.py all go through `Protocol`, `Verifier` and `test`.
+
+    protocol = Protocol.from_preset(get_preset("fmnist"))          # test, m, tau, alpha, chosen once
+    verifier = Verifier(clf_path, reference_paths, images, "fmnist", device, protocol, seed=0, data_dir=...)
+    record = verifier(suspect_model)                               # p_value, delta_mu, verdict, ...
+"""
+import dataclasses
+
 import numpy as np
 
 from . import blackbox, gradients, metaclf, stats
-from .cli import UserError
+from .checkpoints import load_checkpoint, load_model
+from .constants import ALPHA, TESTS
+from .errors import UserError
+from .presets import DATASETS
 
-ALPHA = 0.01  # [P]
-TESTS = {"paper": "paired one-sided t-test against the first reference (paper)",
-         "paired-all": "paired one-sided t-test against each benign reference, largest p",
-         "spread": "model-level one-sided t-test against the benign references' means",
-         "reference": "reference: Welch two-sided, harmonic mean of 40 draws"}
+REFERENCE_M = 10      # the reference code draws 10 images per test [R]; its protocol keeps it
 MIN_REFS = {"spread": 3}
+NO_MARGIN = ("spread", "reference")  # tests without a margin tau
 
 
-def probabilities(model, clf_ck, images, dataset, device, batch_size=128, seed=0, clean_x=None):
-    """P(stolen) for every image of `images`: white-box (gradient signs) or black-box (prediction
-    shifts; `clean_x` are the original images), whichever the meta-classifier was trained on."""
-    if clf_ck.get("kind") == "black-box":
-        p = metaclf.predict_proba(clf_ck, blackbox.features(model, images, clean_x, dataset, device,
-                                                            clf_ck["views"], seed), device)
-        return _finite(p, clf_ck)
-    if gradients.feature_dim(model) != clf_ck["d"]:
-        raise UserError(f"the model gives {gradients.feature_dim(model)}-dim gradient vectors but the "
-                        f"meta-classifier expects {clf_ck['d']} ({clf_ck.get('arch')}); use the classifier "
-                        f"trained for this architecture (--c)")
-    g = gradients.gradient_signs(model, images, dataset, device, batch_size, augment=True, seed=seed,
-                                 desc="suspect gradients")
-    return _finite(metaclf.predict_proba(clf_ck, g, device), clf_ck)
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How a verdict is reached, chosen once and recorded with every result.
+
+    test   one of constants.TESTS; m: images per test (int); tau: the paired test's margin, a P(stolen)
+    difference in [0, 1) (None for the tests without one); alpha: the significance level."""
+    test: str
+    m: int
+    tau: float | None
+    alpha: float
+
+    @classmethod
+    def from_preset(cls, preset, test=None, m=None, tau=None, alpha=ALPHA):
+        """The preset's protocol; `test`, `m`, `tau`, `alpha` override it (None: the preset's). The
+        reference protocol keeps its own m = 10 [R]. Raises UserError for a tau given to a test
+        without a margin, an unknown test, or m < 2."""
+        test = test or preset["test"]
+        if test not in TESTS:
+            raise UserError(f"unknown test {test!r}; choose one of: {', '.join(TESTS)}")
+        if m is None:
+            m = REFERENCE_M if test == "reference" else preset["m"]
+        if test in NO_MARGIN:
+            if tau:
+                raise UserError(f"--tau {tau}: the {test!r} test has no margin; drop --tau or choose "
+                                f"--test paired-all")
+            tau = None
+        elif tau is None:
+            tau = preset["tau"]
+        if m < 2:
+            raise UserError(f"--m {m}: the tests need at least 2 images")
+        return cls(test, int(m), tau, alpha)
+
+    def record(self):
+        """The protocol as a JSON-ready dict, with the test's description."""
+        return dict(dataclasses.asdict(self), description=TESTS[self.test])
 
 
-def _finite(p, clf_ck):
-    """The model's features were finite (checked where they are made), so NaN here is the classifier's."""
-    if not np.isfinite(p).all():
-        raise UserError(f"NaN or Inf in the meta-classifier's probabilities (the {clf_ck.get('kind', 'white-box')} "
-                        f"classifier for {clf_ck.get('arch')}); its weights are broken: retrain it with "
-                        f"'python train_clf.py --type={clf_ck.get('arch')}'")
-    return p
-
-
-def test(p_s, p_b, m=10, tau=0.0, test_name="paper", seed=0, alpha=ALPHA, images=None):
-    """Run the chosen test on the pool p_s against the benign reference pool p_b, or a list of them
-    (same images, same order). All tests but `reference` see the same m seeded images. Returns the
-    result dict. `images` (indices) replaces the seeded draw."""
-    if isinstance(p_b, np.ndarray) and p_b.ndim == 2:  # one row per reference, as probs.npz stores them
-        p_b = list(p_b)
-    refs = [np.asarray(r) for r in (p_b if isinstance(p_b, (list, tuple)) else [p_b])]
-    if len(refs) < MIN_REFS.get(test_name, 1):
-        raise UserError(f"the {test_name!r} test needs at least {MIN_REFS[test_name]} benign references, got "
-                        f"{len(refs)}; train more with 'python train_model.py --role benign --tag=-ref2' (-ref3 ...) "
-                        f"or choose --test paper")
-    n = len(p_s)
+def test(p_s, refs, protocol, *, seed, images=None):
+    """The protocol's test of the suspect's P(stolen) `p_s` (N,) against the references' `refs`
+    ((K, N) array or K arrays, same images in the same order). Every test but `reference` sees the
+    same m images: a seeded draw, or `images` (indices). Returns dict(p_value, delta_mu, t, m, tau, k,
+    test, alpha, verdict[, images]). Raises UserError for too few references or m above N."""
+    refs = [np.asarray(r) for r in refs]
+    need = MIN_REFS.get(protocol.test, 1)
+    if len(refs) < need:
+        raise UserError(f"the {protocol.test!r} test needs at least {need} benign references, got {len(refs)}; "
+                        f"train more with 'python train_model.py --role benign --tag=-ref2' (-ref3 ...) or "
+                        f"choose --test paired-all")
+    n, m = len(p_s), protocol.m
     if m > n:
         raise UserError(f"--m {m} is larger than the {n} transformed test images available; lower --m")
-    if m < 2:
-        raise UserError(f"--m {m}: the tests need at least 2 images")
-    if test_name == "reference":
+    if protocol.test == "reference":
         r = stats.reference_test(p_s, refs[0], m=m, seed=seed)
     else:
         idx = np.sort(np.random.default_rng(seed).choice(n, m, replace=False) if images is None else images)
-        if test_name == "paper":
-            r = stats.paired_test(p_s[idx], refs[0][idx], tau)
-        elif test_name == "paired-all":
-            r = stats.paired_all_test(p_s[idx], [b[idx] for b in refs], tau)
-        elif test_name == "spread":
-            r = stats.spread_test(p_s[idx], [b[idx] for b in refs])
+        if protocol.test == "paper":
+            r = stats.paired_test(p_s[idx], refs[0][idx], protocol.tau)
+        elif protocol.test == "paired-all":
+            r = stats.paired_all_test(p_s[idx], [b[idx] for b in refs], protocol.tau)
         else:
-            raise ValueError(f"unknown test {test_name!r}; one of {list(TESTS)}")
+            r = stats.spread_test(p_s[idx], [b[idx] for b in refs])
         r["images"] = idx.tolist()
-    r["alpha"] = alpha
-    r["verdict"] = "stolen" if r["p_value"] < alpha else "not stolen"
+    r.update(alpha=protocol.alpha, verdict="stolen" if r["p_value"] < protocol.alpha else "not stolen")
     return r
 
 
-def detection_rate(p_s, p_b, m=10, test_name="paired-all", tau=0.0, seed=0, order=None, alpha=ALPHA):
-    """Fraction of the disjoint draws of m images (consecutive blocks of `order`, default the pool's
-    own order) in which the test gives p < alpha: the rate of one verification, estimated over images."""
-    order = np.arange(len(p_s)) if order is None else order
-    return float(np.mean([test(p_s, p_b, m, tau, test_name, seed, alpha, images=order[k * m:(k + 1) * m])["p_value"]
-                          < alpha for k in range(len(p_s) // m)]))
+def detection_rate(p_s, refs, protocol, *, seed, order):
+    """Fraction of the disjoint draws of m images (consecutive blocks of `order`) in which the test
+    gives p < alpha: the rate of one verification, estimated over images."""
+    m = protocol.m
+    return float(np.mean([test(p_s, refs, protocol, seed=seed, images=order[k * m:(k + 1) * m])["p_value"]
+                          < protocol.alpha for k in range(len(p_s) // m)]))
+
+
+def _finite(p, clf):
+    """The model's features were finite (checked where they are made), so NaN here is the classifier's."""
+    if not np.isfinite(p).all():
+        raise UserError(f"NaN or Inf in the meta-classifier's probabilities (the {clf.get('kind', 'white-box')} "
+                        f"classifier for {clf.get('arch')}); its weights are broken: retrain it with "
+                        f"'python train_clf.py --type={clf.get('arch')}'")
+    return p
+
+
+class Verifier:
+    """One meta-classifier and its held-out benign references, loaded once: the references' P(stolen)
+    is computed at construction, then each call verifies one suspect against them.
+
+    clf_path     a train_clf.py checkpoint (white-box: gradient signs; black-box: prediction shifts)
+    references   benign reference checkpoints (paths), at least one
+    images       the stylised test set (ownership.data.ImageSet), the same for every model
+    protocol     a Protocol; seed: the image draw and the augmentation draws of the features"""
+
+    def __init__(self, clf_path, references, images, dataset, device, protocol, *, seed, data_dir,
+                 batch_size=128, made_by=None):
+        self.clf = load_checkpoint(clf_path, "meta-classifier", made_by)
+        self.clf_path, self.references = clf_path, list(references)
+        self.images, self.dataset, self.device = images, dataset, device
+        self.protocol, self.seed, self.batch_size = protocol, seed, batch_size
+        self.access = self.clf.get("kind", "white-box")
+        self.clean_x = blackbox.originals(images, dataset, data_dir, "test") if self.access == "black-box" else None
+        d = DATASETS[dataset]
+        self.p_references = np.stack([
+            self.probabilities(load_model(r, None, d["num_classes"], d["channels"], device, "reference model")[0])
+            for r in self.references])
+
+    def probabilities(self, model):
+        """P(stolen) (N,) float64 of `model` on every stylised test image."""
+        ck = self.clf
+        if self.access == "black-box":
+            f = blackbox.features(model, self.images, self.clean_x, self.dataset, self.device, ck["views"], self.seed)
+            return _finite(metaclf.predict_proba(ck, f, self.device), ck)
+        if gradients.feature_dim(model) != ck["d"]:
+            raise UserError(f"the model gives {gradients.feature_dim(model)}-dim gradient vectors but the "
+                            f"meta-classifier expects {ck['d']} ({ck.get('arch')}); use the classifier trained "
+                            f"for this architecture (--c)")
+        g = gradients.gradient_signs(model, self.images, self.dataset, self.device, self.batch_size, augment=True,
+                                     seed=self.seed, desc="suspect gradients")
+        return _finite(metaclf.predict_proba(ck, g, self.device), ck)
+
+    def __call__(self, model):
+        """Verify `model`: the test's record plus p_suspect (N,) and p_references (K, N)."""
+        p_s = self.probabilities(model)
+        r = test(p_s, self.p_references, self.protocol, seed=self.seed)
+        r.update(access=self.access, p_suspect=p_s, p_references=self.p_references)
+        return r

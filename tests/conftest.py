@@ -7,10 +7,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes minutes; runs by default (deselect with -m 'not slow')")
-
-
 @pytest.fixture(scope="session")
 def repo():
     return REPO

@@ -12,7 +12,7 @@ from PIL import Image
 
 from network import get_model
 from ownership import checkpoints, cli, data, metaclf, paths
-from ownership.cli import UserError
+from ownership.errors import UserError
 
 
 def run(repo, script, *args):
@@ -238,9 +238,9 @@ def st_suspect(w):
 
 
 def test_safetensors_suspect_same_gradient_signs(w, st_suspect, tmp_path):
-    from ownership import gradients
+    from ownership import gradient_sets
     pt, bare, meta = st_suspect
-    want = np.load(gradients.collect(pt, "fmnist", w["dd"], str(tmp_path / "g")))
+    want = np.load(gradient_sets.collect(pt, "fmnist", w["dd"], str(tmp_path / "g")))
     for path, flags in ((bare, ["--model=wrn10-1"]), (meta, [])):
         out = str(tmp_path / (os.path.basename(path) + ".npy"))
         r = call("gradientset.py", f"--m={path}", *flags, f"--gradientset_path={out}", *w["dirs"])

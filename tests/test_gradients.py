@@ -250,13 +250,14 @@ def test_gradient_signs_rows_match_the_whole_set(monkeypatch):
 
 def test_shard_rows_cover_the_set_in_whole_units(monkeypatch):
     from ownership import distributed as dd
+    from ownership.gradient_sets import shard_rows
     monkeypatch.setattr(dd, "world", lambda: 3)
     for n, bs in ((300, 64), (300, 128), (1000, 100), (5, 128), (0, 1)):
         unit = np.lcm(G.AUG_BLOCK, bs)
         parts = []
         for r in range(3):
             monkeypatch.setattr(dd, "rank", lambda r=r: r)
-            parts.append(G.shard_rows(n, bs))
+            parts.append(shard_rows(n, bs))
         assert parts[0].start == 0 and parts[-1].stop == n
         assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))
         assert all((p.start % unit == 0 or p.start == n) and (p.stop % unit == 0 or p.stop == n) for p in parts)

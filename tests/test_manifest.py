@@ -1,11 +1,11 @@
-"""reproduce.Stages: a stage is skipped only when its record (argv, preset, seed, input checksums)
+"""ownership.manifest.Stages (reproduce.py's stages): a stage is skipped only when its record (argv, preset, seed, input checksums)
 matches and its outputs exist with the recorded checksums; a changed output reruns its stage, and a
 changed input reruns the stages that consume it. Toy stages that copy text, no training."""
 import argparse
 import json
 import os
 
-import reproduce
+from ownership import manifest as reproduce
 
 
 class Stage:

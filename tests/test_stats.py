@@ -30,14 +30,14 @@ def test_paired_test_margin_tau():
 def test_paired_test_known_value():
     # d = [1, 2, 3]: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 2 sqrt 3, df 2; for df 2 the t survival
     # function has the closed form 0.5 * (1 - t / sqrt(t^2 + 2)) = 0.5 * (1 - sqrt(12 / 14)) = 0.03709
-    r = stats.paired_test([1, 2, 3], [0, 0, 0])
+    r = stats.paired_test([1, 2, 3], [0, 0, 0], 0.0)
     assert r["t"] == pytest.approx(2 * np.sqrt(3))
     assert r["p_value"] == pytest.approx(0.5 * (1 - np.sqrt(12 / 14)), rel=1e-12)
 
 
 def test_paired_test_constant_differences():
-    assert stats.paired_test([0.9] * 5, [0.1] * 5)["p_value"] == 0.0
-    assert stats.paired_test([0.1] * 5, [0.1] * 5)["p_value"] == 1.0
+    assert stats.paired_test([0.9] * 5, [0.1] * 5, 0.0)["p_value"] == 0.0
+    assert stats.paired_test([0.1] * 5, [0.1] * 5, 0.0)["p_value"] == 1.0
 
 
 def test_welch_matches_scipy():
@@ -70,15 +70,15 @@ def test_reference_protocol_is_two_sided():
     # also "significant" - one reason the paper's one-sided test is the default here
     rng = np.random.default_rng(5)
     ps, pb = rng.uniform(0, 0.2, 100), rng.uniform(0.5, 1, 100)
-    assert stats.reference_test(ps, pb)["p_value"] < 0.01
-    assert stats.paired_test(ps, pb)["p_value"] > 0.99
+    assert stats.reference_test(ps, pb, m=10, seed=0)["p_value"] < 0.01
+    assert stats.paired_test(ps, pb, 0.0)["p_value"] > 0.99
 
 
 def test_paired_all_is_the_largest_scipy_p():
     rng = np.random.default_rng(3)
     s = rng.uniform(0.4, 1, 12)
     refs = [rng.uniform(0, 0.7, 12) for _ in range(4)]
-    r = stats.paired_all_test(s, refs)
+    r = stats.paired_all_test(s, refs, 0.0)
     assert r["p_value"] == pytest.approx(max(st.ttest_rel(s, b, alternative="greater").pvalue for b in refs),
                                          rel=1e-10)
     assert r["delta_mu"] == pytest.approx(s.mean() - np.mean(refs))
@@ -108,7 +108,7 @@ def test_spread_test_holds_its_level_under_the_null():
     # while the paired test against one of them rejects far more often once each model mean is
     # measured on a few images with small noise (it sees no spread between models)
     noise = rng.normal(0, 0.05, (2000, 2, 10))
-    paired = [stats.paired_test(means[i, 0] + noise[i, 0], means[i, 1] + noise[i, 1])["p_value"] < alpha
+    paired = [stats.paired_test(means[i, 0] + noise[i, 0], means[i, 1] + noise[i, 1], 0.0)["p_value"] < alpha
               for i in range(2000)]
     assert np.mean(paired) > 0.3
 
@@ -120,15 +120,16 @@ def test_spread_test_needs_two_references():
 
 def test_verify_takes_references_as_list_or_rows():
     from ownership import verify
+    P = lambda test: verify.Protocol(test, m=10, tau=0.0, alpha=0.01)  # noqa: E731
     rng = np.random.default_rng(5)
     s, refs = rng.uniform(0.5, 1, 40), rng.uniform(0, 0.6, (4, 40))
-    as_list = verify.test(s, list(refs), 10, 0.0, "paired-all", seed=1)
-    as_rows = verify.test(s, refs, 10, 0.0, "paired-all", seed=1)
+    as_list = verify.test(s, list(refs), P("paired-all"), seed=1)
+    as_rows = verify.test(s, refs, P("paired-all"), seed=1)
     assert as_list["p_value"] == as_rows["p_value"] and as_list["k"] == 4
     idx = np.array(as_list["images"])
     assert as_list["p_value"] == pytest.approx(max(st.ttest_rel(s[idx], r[idx], alternative="greater").pvalue
                                                    for r in refs), rel=1e-10)
     # with one reference, paired-all is the paper's test
-    assert verify.test(s, refs[:1], 10, 0.0, "paired-all", 1)["p_value"] == verify.test(s, refs[0], 10, 0.0, "paper", 1)["p_value"]
+    assert verify.test(s, refs[:1], P("paired-all"), seed=1)["p_value"] == verify.test(s, refs[:1], P("paper"), seed=1)["p_value"]
     with pytest.raises(verify.UserError):
-        verify.test(s, list(refs[:2]), 10, 0.0, "spread", 1)
+        verify.test(s, list(refs[:2]), verify.Protocol("spread", 10, None, 0.01), seed=1)

@@ -8,7 +8,7 @@ import torch
 
 import embed_features
 from ownership import data, style
-from ownership.cli import UserError
+from ownership.errors import UserError
 from ownership.presets import get_preset
 
 FAST = dict(steps=8, lr=0.05, style_weight=0.7, content_weight=1.0, image_size=28, style_scale=2)

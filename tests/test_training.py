@@ -1,17 +1,12 @@
-"""Mixed precision of the training steps, the meta-classifier's early stop, and the verification
-defaults taken from the presets."""
-import argparse
-
+"""Mixed precision of the training steps and the meta-classifier's early stop."""
 import numpy as np
 import pytest
 import torch
 
 import ownership.training as tr
-import ownership_verification
 from network import get_model
-from ownership import metaclf, verify
-from ownership.cli import UserError
-from ownership.presets import PRESETS
+from ownership import metaclf
+from ownership.errors import UserError
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -53,29 +48,6 @@ def test_bf16_training_learns_like_fp32():
         assert tr.accuracy(model, images, "fmnist", "cpu") > 0.9, amp
     w = [next(m.parameters()) for m in out.values()]
     assert not torch.equal(w[0], w[1])
-
-
-def args(**kw):
-    base = dict(dataset="fmnist", m=None, tau=None, test="paired-all")
-    return argparse.Namespace(**dict(base, **kw))
-
-
-def test_verification_defaults_follow_the_preset():
-    f = ownership_verification.test_defaults
-    assert f(args()) == (PRESETS["fmnist"]["m"], PRESETS["fmnist"]["tau"]) == (50, 0.1)
-    assert f(args(dataset="cifar10")) == (10, 0.0)
-    assert f(args(test="reference"))[0] == 10  # the reference code's 40 draws of 10
-    assert f(args(m=7, tau=0.0)) == (7, 0.0)
-
-
-def test_detection_rate_uses_the_margin():
-    """A suspect 0.05 above its references on every image: detected at tau = 0, never at tau = 0.1."""
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0.2, 0.6, 200)
-    refs = base + rng.normal(0, 0.01, (4, 200))
-    p_s = base + 0.05 + rng.normal(0, 0.01, 200)
-    assert verify.detection_rate(p_s, refs, m=50, tau=0.0) == 1.0
-    assert verify.detection_rate(p_s, refs, m=50, tau=0.1) == 0.0
 
 
 def test_metaclf_stop_at_perfect_changes_nothing():

@@ -1,0 +1,25 @@
+"""The project's vocabularies and fixed values, defined once and imported everywhere.
+
+MODES      the suspects of the paper's table, in its order [P, Table 1], plus multi-stage (ours:
+           the distillation student fine-tuned on other data), and the controls benign and
+           independent
+ACCESSES   white-box: signs of per-sample weight gradients (the paper); black-box: prediction
+           shifts only (MOVE)
+TESTS      the hypothesis tests of ownership/stats.py, by name
+AMP        mixed-precision settings of the training steps (ownership.training.amp_dtype)
+ALPHA      the significance level of a verdict [P, Sec. 5.1]
+"""
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ATTACK_MODES = ("distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage")
+SUSPECT_MODES = ("source",) + ATTACK_MODES           # the rows of a reproduction's table
+MODES = SUSPECT_MODES + ("benign", "independent")     # what ownership_verification.py --mode takes
+ACCESSES = ("white-box", "black-box")
+TESTS = {"paired-all": "paired one-sided t-test against each benign reference, largest p",
+         "paper": "paired one-sided t-test against the first reference (paper)",
+         "spread": "model-level one-sided t-test against the benign references' means",
+         "reference": "reference: Welch two-sided, harmonic mean of 40 draws"}
+AMP = ("auto", "bf16", "none")
+ALPHA = 0.01

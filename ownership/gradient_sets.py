@@ -1,0 +1,74 @@
+"""Gradient sets on disk: a model's gradient-sign vectors on the transformed set, collected (under
+torchrun, each rank a shard of the rows) and written to gradients_set/<model file>/<data folder>/g_f.npy,
+and read back memory-mapped. The computation itself is ownership/gradients.py.
+"""
+import math
+import os
+
+import numpy as np
+
+from . import distributed as dd
+from . import jsonio, paths
+from .checkpoints import atomic_write, load_model
+from .data import load_styled
+from .errors import UserError
+from .gradients import AUG_BLOCK, feature_dim, gradient_signs
+from .presets import DATASETS
+
+
+def shard_rows(n, batch_size):
+    """This rank's rows of n images under torchrun (all of them otherwise): a contiguous run of whole
+    units of lcm(AUG_BLOCK, batch_size) images, so each image gets the same transform and the same
+    batch as in one process, and its signs are the same bit for bit."""
+    unit = math.lcm(AUG_BLOCK, batch_size)
+    units = dd.shard(-(-n // unit))
+    return slice(min(n, units.start * unit), min(n, units.stop * unit))
+
+
+def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", arch=None, num_classes=None,
+            device="cpu", batch_size=128, augment=True, seed=0, out_path=None):
+    """Sign vectors of checkpoint `model_path` on the transformed set, written (atomically, streamed
+    through a memory map) to gradients_set/<model file>/<data folder>/g_f.npy. Returns the path."""
+    d = DATASETS[dataset]
+    model, ck = load_model(model_path, arch, num_classes or d["num_classes"], d["channels"], device,
+                           made_by=f"python reproduce.py --preset {d['preset']}")
+    images = load_styled(data_dir, dataset, gamma, split)
+    out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split)
+
+    # under torchrun each rank computes a contiguous shard of the rows; rank 0 streams its own into
+    # the file, then receives the other ranks' int8 rows one rank at a time, and alone writes
+    rows = shard_rows(len(images), batch_size)
+
+    def signs(out=None):
+        return gradient_signs(model, images, dataset, device, batch_size, augment, seed, out=out,
+                              desc=f"gradients {os.path.basename(model_path)}", rows=rows, progress=dd.is_main())
+
+    if not dd.is_main():
+        dd.send_to_main((rows.start, signs()))
+        return out_path
+
+    def write(tmp):
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(images), feature_dim(model)))
+        signs(arr[rows])
+        for r in range(1, dd.world()):
+            start, g = dd.receive_from(r)
+            arr[start:start + len(g)] = g
+        arr.flush()
+        del arr
+
+    atomic_write(out_path, write)
+    meta = dict(model=os.path.abspath(model_path), arch=ck.get("arch", arch), dataset=dataset, split=split,
+                n=len(images), dim=feature_dim(model), augment=augment, seed=seed)
+    jsonio.write(os.path.join(os.path.dirname(out_path), "meta.json"), meta)
+    return out_path
+
+
+def load_set(path, made_by=None):
+    """A gradient set g_f.npy, memory-mapped."""
+    if not os.path.exists(path):
+        raise UserError(f"gradient set {path} does not exist; make it with '{made_by or 'python gradientset.py --m <model>'}'")
+    try:
+        return np.load(path, mmap_mode="r")
+    except Exception as e:
+        raise UserError(f"gradient set {path} is corrupt ({e.__class__.__name__}); delete it and rerun "
+                        f"'{made_by or 'python gradientset.py'}'") from None
