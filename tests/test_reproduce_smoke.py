@@ -130,3 +130,70 @@ def test_killed_run_resumes_to_identical_results(smoke, tmp_path):
     assert "embed" not in again["timings"]  # finished stages were not redone
     strip = lambda rows: [{k: v for k, v in x.items() if k != "suspect"} for x in rows]  # noqa: E731
     assert strip(again["rows"]) == strip(res["rows"])
+
+
+def _rerun(smoke, out, *flags):
+    """reproduce.py again on the smoke artefacts with other flags, into `out` (its manifest copied, so
+    finished stages are skipped); returns its results.json."""
+    import shutil
+    root, cmd, _, _ = smoke
+    os.makedirs(out, exist_ok=True)
+    shutil.copy(root / "results" / "manifest.json", out / "manifest.json")
+    cmd = cmd[:cmd.index("--out")] + ["--out", str(out), *flags]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def _script_p_values(smoke, tmp_path, res, *flags):
+    """ownership_verification.py on the same artefacts for the fine-tuned model (by --mode) and the
+    first independent model (by --s), both accesses: {(mode, access): p}."""
+    import ownership_verification as ov
+    root = smoke[0]
+    work = root / "work"
+    dirs = ["--dataset=fmnist", f"--data-dir={work / 'data'}", f"--model-dir={work / 'model'}",
+            f"--prob-dir={tmp_path / 'prob'}"]
+    out = {}
+    for row in (next(r for r in res["rows"] if r["mode"] == m) for m in ("fine-tune", "independent")):
+        which = ["--mode=fine-tune"] if row["mode"] == "fine-tune" else [f"--s={work / row['suspect']}"]
+        for access in ACCESSES:
+            extra = list(flags)
+            if "--protocol=reference" in extra:  # the benign model and classifier that protocol uses
+                extra = ["--test=reference", f"--b={work / 'model' / 'benign' / ('benign-' + row['arch'] + '.pt')}",
+                         f"--c={work / res['classifiers'][row['arch']][access]['path']}"]
+            args = ov.get_parser().parse_args(which + [f"--access={access}", *dirs, *extra])
+            out[row["mode"], access] = ov.main(args)["p_value"]
+    return out
+
+
+@pytest.mark.parametrize("test_name", ["paired-all", "paper", "spread"])
+def test_script_and_reproduce_give_the_same_p_values(smoke, tmp_path, test_name):
+    """One verification path: ownership_verification.py gives reproduce.py's p-values, to the bit."""
+    res = smoke[3] if test_name == "paired-all" else _rerun(smoke, tmp_path / "results", f"--test={test_name}")
+    assert res["protocol"]["test"] == test_name
+    got = _script_p_values(smoke, tmp_path, res, f"--test={test_name}")
+    for (mode, access), p in got.items():
+        row = next(r for r in res["rows"] if r["mode"] == mode)
+        assert p == row[access]["p_value"], (test_name, mode, access)
+
+
+@pytest.mark.slow
+def test_script_and_reproduce_agree_under_the_reference_protocol(smoke, tmp_path):
+    """--protocol reference: its own classifiers, the benign model they saw as reference, m = 10."""
+    res = _rerun(smoke, tmp_path / "results", "--protocol", "reference")
+    assert res["protocol"]["name"] == "reference" and res["protocol"]["m"] == 10 and res["protocol"]["tau"] is None
+    got = _script_p_values(smoke, tmp_path, res, "--protocol=reference")
+    for (mode, access), p in got.items():
+        row = next(r for r in res["rows"] if r["mode"] == mode)
+        assert p == row[access]["p_value"], (mode, access)
+
+
+def test_multi_stage_mode_of_the_verification_script(smoke, tmp_path):
+    import ownership_verification as ov
+    work = smoke[0] / "work"
+    r = ov.main(ov.get_parser().parse_args(["--mode", "multi-stage", "--dataset", "fmnist", "--data-dir",
+                                            str(work / "data"), "--model-dir", str(work / "model"),
+                                            "--prob-dir", str(tmp_path)]))
+    row = next(x for x in smoke[3]["rows"] if x["mode"] == "multi-stage")
+    assert r["suspect"].endswith("atta-dft-wrn10-1.pt") and r["p_value"] == row["white-box"]["p_value"]
+    assert os.path.exists(tmp_path / "fmnist" / "multi-stage.npz")
