@@ -14,12 +14,13 @@ Prints `result:  p-val: <p> mu: <delta mu>`, then one JSON line; writes prob/<da
 """
 import json
 import os
+import sys
 
 import numpy as np
 
 from network import MODELS
 from ownership import blackbox, cli, paths, verify
-from ownership.checkpoints import atomic_write, load_checkpoint, load_model
+from ownership.checkpoints import FirstOutputs, atomic_write, load_checkpoint, load_model
 from ownership.data import load_styled
 from ownership.presets import DATASETS, MODES, PRESETS
 
@@ -49,6 +50,10 @@ def get_parser():
                         "means (needs 3 or more); reference: the reference code's protocol")
     p.add_argument("--access", default="white-box", choices=["white-box", "black-box"],
                    help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE)")
+    p.add_argument("--classes-subset", "--classes_subset", dest="classes_subset", default=None, choices=["first"],
+                   help="black-box only: a suspect with more outputs than the dataset has classes (e.g. fine-tuned with "
+                        "extra classes) is verified on its first <classes> outputs (softmax over those logits); "
+                        "only if those are the dataset's classes in the dataset's order")
     p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
     p.add_argument("--batch_size", type=int, default=128)
     return cli.add_common(p)
@@ -59,8 +64,25 @@ def resolve(args, device="cpu"):
     classifier paths, from --mode and --dataset unless given."""
     d = DATASETS[args.dataset]
     suspect = args.suspect or paths.suspect_for_mode(args.model_dir, args.dataset, args.mode, args.index)
-    model, ck = load_model(suspect, args.model, d["num_classes"], d["channels"], device, "suspect model",
-                           made_by="python reproduce.py")
+    n = d["num_classes"]
+    subset = getattr(args, "classes_subset", None) == "first"
+    if subset and args.access != "black-box":
+        raise cli.UserError(f"--classes-subset first needs --access black-box: the white-box meta-classifier reads "
+                            f"gradients of a {n}-output model, which a model with more outputs does not have")
+    hint = (f"white-box verification needs the dataset's {n} outputs (the meta-classifier reads gradients of that "
+            f"shape); if its first {n} outputs are the dataset's classes in order, verify its predictions with "
+            f"--access black-box --classes-subset first" if args.access == "white-box" else
+            f"if its first {n} outputs are the dataset's classes in order, pass --classes-subset first")
+    model, ck = load_model(suspect, args.model, None if subset else n, d["channels"], device, "suspect model",
+                           made_by="python reproduce.py", flags={"arch": "--model"}, classes_hint=hint)
+    if subset:
+        if ck["num_classes"] < n:
+            raise cli.UserError(f"{suspect} has {ck['num_classes']} outputs, fewer than the {n} classes of "
+                                f"{args.dataset}; it cannot be verified on this dataset")
+        if ck["num_classes"] > n:
+            print(f"note: {suspect} has {ck['num_classes']} outputs; verifying on its first {n} "
+                  f"(--classes-subset first)", file=sys.stderr)
+            model = FirstOutputs(model, n)
     arch = ck.get("arch") or args.model
     benign = args.benign or paths.references(args.model_dir, arch) or [paths.benign(args.model_dir, arch)]
     for b in benign:

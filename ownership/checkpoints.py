@@ -326,6 +326,18 @@ def _what_fits(sd, num_classes, in_channels, archs=None):
     return None
 
 
+class FirstOutputs(torch.nn.Module):
+    """The first `k` logits (B, k) of `model`, whose output is (B, K >= k): a suspect fine-tuned with
+    extra classes, queried black-box on the dataset's k classes (softmax over those k logits)."""
+
+    def __init__(self, model, k):
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, x):
+        return self.model(x)[:, :self.k]
+
+
 def model_record(model, arch, num_classes, in_channels, dataset, **extra):
     """The checkpoint dict for a trained model."""
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
