@@ -15,12 +15,13 @@ prob/<dataset>/<mode>[-blackbox].npz (an explicit --s: suspect-<file name>[-blac
 replaces another suspect's file without --force.
 """
 import os
+import sys
 
 import numpy as np
 
 from network import MODELS
 from ownership import cli, jsonio, paths
-from ownership.checkpoints import atomic_write, load_model
+from ownership.checkpoints import FirstOutputs, atomic_write, load_model
 from ownership.constants import ACCESSES, MODES, TESTS
 from ownership.data import load_styled
 from ownership.errors import UserError
@@ -55,6 +56,10 @@ def get_parser():
     p.add_argument("--alpha", type=float, default=None, help="significance level of the verdict (default: 0.01)")
     p.add_argument("--access", default="white-box", choices=ACCESSES,
                    help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE)")
+    p.add_argument("--classes-subset", "--classes_subset", dest="classes_subset", default=None, choices=["first"],
+                   help="black-box only: a suspect with more outputs than the dataset has classes (e.g. fine-tuned with "
+                        "extra classes) is verified on its first <classes> outputs (softmax over those logits); "
+                        "only if those are the dataset's classes in the dataset's order")
     p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--force", action="store_true", help="replace a probabilities file another suspect wrote")
@@ -73,8 +78,26 @@ def resolve(args, device="cpu"):
     --dataset unless given. The suspect is loaded first: its architecture decides the rest."""
     d = DATASETS[args.dataset]
     suspect = args.suspect or paths.suspect_for_mode(args.model_dir, args.dataset, args.mode or "source", args.index)
-    model, ck = load_model(suspect, args.model, d["num_classes"], d["channels"], device, "suspect model",
-                           made_by=f"python reproduce.py --preset {d['preset']}")
+    n = d["num_classes"]
+    subset = args.classes_subset == "first"
+    if subset and args.access != "black-box":
+        raise UserError(f"--classes-subset first needs --access black-box: the white-box meta-classifier reads "
+                        f"gradients of a {n}-output model, which a model with more outputs does not have")
+    hint = (f"white-box verification needs the dataset's {n} outputs (the meta-classifier reads gradients of that "
+            f"shape); if its first {n} outputs are the dataset's classes in order, verify its predictions with "
+            f"--access black-box --classes-subset first" if args.access == "white-box" else
+            f"if its first {n} outputs are the dataset's classes in order, pass --classes-subset first")
+    model, ck = load_model(suspect, args.model, None if subset else n, d["channels"], device, "suspect model",
+                           made_by=f"python reproduce.py --preset {d['preset']}", flags={"arch": "--model"},
+                           classes_hint=hint)
+    if subset:
+        if ck["num_classes"] < n:
+            raise UserError(f"{suspect} has {ck['num_classes']} outputs, fewer than the {n} classes of "
+                            f"{args.dataset}; it cannot be verified on this dataset")
+        if ck["num_classes"] > n:
+            print(f"note: {suspect} has {ck['num_classes']} outputs; verifying on its first {n} "
+                  f"(--classes-subset first)", file=sys.stderr)
+            model = FirstOutputs(model, n)
     arch = ck.get("arch") or args.model
     benign = args.benign or paths.references(args.model_dir, arch) or [paths.benign(args.model_dir, arch)]
     for b in benign:
@@ -87,7 +110,7 @@ def resolve(args, device="cpu"):
 
 def prob_path(args, suspect):
     """Where this run's probabilities go: the mode's file, or one named from an explicit suspect."""
-    name = args.mode or "source" if not args.suspect else "suspect-" + os.path.splitext(os.path.basename(suspect))[0]
+    name = (args.mode or "source") if not args.suspect else "suspect-" + os.path.basename(suspect)
     return paths.prob(args.prob_dir, args.dataset, name + ("" if args.access == "white-box" else "-blackbox"))
 
 

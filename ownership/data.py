@@ -24,7 +24,10 @@ from .presets import DATASETS
 FMNIST_SYSTEM = "/usr/share/datasets/fashion-mnist"
 FMNIST_CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # read in any case: .PNG, .JPEG, .Jpg ...
+# Image formats that read_folder does not read: a file with one of these in a class folder is an error
+# (converting it keeps the folder whole); any other file there is skipped with a warning naming it.
+OTHER_IMAGE_EXTS = (".tif", ".tiff", ".gif", ".heic", ".heif", ".avif", ".ppm", ".pgm", ".pbm", ".jp2", ".ico")
 
 
 class ImageSet:
@@ -148,7 +151,7 @@ def read_folder(root, channels, size, resize=False):
     if not folders:
         raise UserError(f"{root} holds no class folders; expected {root}/<class>/<image>")
     mode = "L" if channels == 1 else "RGB"
-    files = {cls: sorted(f for f in os.listdir(os.path.join(root, cls)) if f.endswith(IMAGE_EXTS)) for cls in folders}
+    files = {cls: image_files(os.path.join(root, cls)) for cls in folders}
     for cls in folders:
         if not files[cls]:
             raise UserError(f"class folder {os.path.join(root, cls)} is empty; remove it or add images")
@@ -176,6 +179,46 @@ def read_folder(root, channels, size, resize=False):
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     order = torch.argsort(torch.tensor(names), stable=True)  # back to the original index order
     return ImageSet(x, torch.tensor(ys), classes, torch.tensor(names)).subset(order)
+
+
+def image_files(folder):
+    """Sorted names of the images in class folder `folder`, matched case-insensitively on IMAGE_EXTS
+    (0001.PNG is read like 0001.png). Nothing is left out silently: a file in another image format
+    (OTHER_IMAGE_EXTS), or an image under another name, is an error naming it; any other file (Thumbs.db, .DS_Store, notes.txt, the
+    AppleDouble ._0001.png of a macOS copy) is named in a warning on stderr and skipped; sub-folders
+    are named in the same warning."""
+    import sys
+    names = sorted(os.listdir(folder))
+    images, skipped = [], []
+    for f in names:
+        ext = os.path.splitext(f)[1].lower()
+        if os.path.isdir(os.path.join(folder, f)) or f.startswith("."):
+            skipped.append(f + ("/" if os.path.isdir(os.path.join(folder, f)) else ""))
+        elif ext in IMAGE_EXTS:
+            images.append(f)
+        elif ext in OTHER_IMAGE_EXTS:
+            raise UserError(f"{os.path.join(folder, f)} is a {ext} image, which is not read ({', '.join(IMAGE_EXTS)} "
+                            f"are, in any case); convert it to .png or move it out, so that no image is left out")
+        elif _is_image(os.path.join(folder, f)):
+            raise UserError(f"{os.path.join(folder, f)} is an image without an image file extension, so it is not "
+                            f"read; rename it to end in .png (or its format's extension) or move it out")
+        else:
+            skipped.append(f)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" ... ({len(skipped)} in all)" if len(skipped) > 5 else "")
+        print(f"warning: {folder}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that "
+              f"{'is' if len(skipped) == 1 else 'are'} not an image ({shown}); only {', '.join(IMAGE_EXTS)} files "
+              f"(any case) are read", file=sys.stderr)
+    return images
+
+
+def _is_image(path):
+    """Whether PIL recognises the file's header as an image (reads the header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except Exception:
+        return False
 
 
 def check_balance(root, counts, min_share=0.1, min_mean=10):

@@ -31,7 +31,8 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
     through a memory map) to gradients_set/<model file>/<data folder>/g_f.npy. Returns the path."""
     d = DATASETS[dataset]
     model, ck = load_model(model_path, arch, num_classes or d["num_classes"], d["channels"], device,
-                           made_by=f"python reproduce.py --preset {d['preset']}")
+                           made_by=f"python reproduce.py --preset {d['preset']}",
+                           flags={"arch": "--model", "num_classes": "--num_classes"})
     images = load_styled(data_dir, dataset, gamma, split)
     out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split)
 

@@ -276,3 +276,30 @@ def test_truncated_safetensors(w, st_suspect):
         f.write(blob[: len(blob) // 2])
     fails(call("gradientset.py", f"--m={bad}", "--model=wrn10-1", *w["dirs"]), "trunc.safetensors",
           "truncated or corrupt")
+
+
+def test_results_are_never_overwritten(w, tmp_path):
+    """An explicit suspect gets its own probabilities file (never the victim's <mode>.npz) and a JSON
+    without a mode it is not; another suspect of the same file name is refused without --force."""
+    import shutil
+    prob, md = tmp_path / "prob", tmp_path / "model"
+    shutil.copytree(w["md"], md)
+    shutil.copy(w["good"], paths.victim(str(md), "wrn16-1"))  # the fmnist victim's file name (a wrn10-1 inside)
+    dirs = [d for d in w["dirs"] if not d.startswith(("--prob-dir", "--model-dir"))] + [f"--prob-dir={prob}",
+                                                                                          f"--model-dir={md}"]
+    ref = "--b=" + paths.benign(str(md), "wrn10-1", "-ref")
+    source = call("ownership_verification.py", "--m=5", ref, *dirs)
+    assert source.returncode == 0 and source.result["mode"] == "source", source.stderr[-800:]
+    a, b = tmp_path / "a" / "s.pt", tmp_path / "b" / "s.pt"
+    for f in (a, b):
+        os.makedirs(f.parent)
+        shutil.copy(w["good"], f)
+    first = call("ownership_verification.py", f"--s={a}", "--m=5", ref, *dirs)
+    assert first.returncode == 0 and first.result["mode"] is None
+    assert first.result["probabilities"].endswith("suspect-s.pt.npz")
+    assert str(np.load(source.result["probabilities"])["suspect"]) == paths.victim(str(md), "wrn16-1")  # untouched
+    again = call("ownership_verification.py", f"--s={a}", "--m=5", ref, *dirs)  # the same suspect: a rerun
+    assert again.returncode == 0
+    fails(call("ownership_verification.py", f"--s={b}", "--m=5", ref, *dirs), "holds the results of", "--force")
+    forced = call("ownership_verification.py", f"--s={b}", "--m=5", ref, "--force", *dirs)
+    assert forced.returncode == 0 and str(np.load(forced.result["probabilities"])["suspect"]) == str(b)
