@@ -11,6 +11,11 @@ of H0: mean(p_S - p_B) <= tau against every reference and reports the largest p:
 more victim-like than each of them (docs/VALIDITY.md). --test paper uses the first reference only;
 --test reference runs the reference code's protocol (40 draws of 10, two-sided Welch, harmonic mean of p).
 Prints `result:  p-val: <p> mu: <delta mu>`, then one JSON line; writes prob/<dataset>/<mode>.npz.
+
+A suspect behind a prediction API (no checkpoint, any architecture; docs/API.md):
+    python ownership_verification.py --access black-box --export-queries queries/
+    python ownership_verification.py --access black-box --predictions answers.jsonl
+    python ownership_verification.py --access black-box --endpoint http://127.0.0.1:8000/ [--label-only]
 """
 import json
 import os
@@ -18,7 +23,7 @@ import os
 import numpy as np
 
 from network import MODELS
-from ownership import blackbox, cli, paths, verify
+from ownership import api, blackbox, cli, paths, verify
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
 from ownership.data import load_styled
 from ownership.presets import DATASETS, MODES, PRESETS
@@ -51,6 +56,7 @@ def get_parser():
                    help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE)")
     p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
     p.add_argument("--batch_size", type=int, default=128)
+    api.add_arguments(p)  # issue 16: --export-queries, --predictions, --endpoint (ownership/api.py)
     return cli.add_common(p)
 
 
@@ -80,6 +86,8 @@ def test_defaults(args):
 
 
 def main(args):
+    if api.requested(args):  # issue 16: a suspect behind a prediction API, no checkpoint (docs/API.md)
+        return api.run(args, test_defaults)
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     d = DATASETS[args.dataset]
