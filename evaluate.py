@@ -5,8 +5,9 @@ independent models for each seed, and measure how often each verdict is right.
     python evaluate.py --preset smoke --seeds 2
     python evaluate.py --preset fmnist --seeds 5 --first-seed 5 --aggregate-only --grid-m 10 20 50 --grid-tau 0 0.1
 
-Each seed runs reproduce.py into results/<preset>/seeds/<seed>/ (resumable). Writes
-results/<preset>/validity.json, validity.md and validity.png with, for each access: the fraction of
+Each seed runs reproduce.py into results/<preset>/seeds-<float path>/<seed>/ (resumable; bf16 or fp32, the
+training precision that --amp gives on this machine, so both paths can be studied side by side). Writes
+results/<preset>/validity-<float path>[-<black-box>].{json,md,png} with, for each access: the fraction of
 seeds in which each attack is detected at the run's alpha (one verification per seed), the rate over
 every disjoint draw of m images, the median p and delta mu, the false-positive rate on independent
 models, the number of queried images m needed to reach p < alpha (sweep m = 2 ... --max-m on the
@@ -16,6 +17,7 @@ first m images of a seeded order), and the rate over all draws on a grid of m an
 import dataclasses
 import json
 import os
+import shutil
 
 import matplotlib
 import numpy as np
@@ -23,8 +25,9 @@ import numpy as np
 import reproduce
 from ownership import cli, jsonio
 from ownership.checkpoints import atomic_write
-from ownership.constants import ACCESSES, REPO
+from ownership.constants import ACCESSES, BLACK_BOX, REPO
 from ownership.errors import UserError
+from ownership.training import amp_name
 from ownership.verify import Protocol, detection_rate, test
 
 matplotlib.use("Agg")
@@ -42,6 +45,11 @@ def get_parser():
                    help="tau values of the (m, tau) grid")
     p.add_argument("--out", default=None, help="default: results/<preset>")
     p.add_argument("--gpu", type=int, default=None)
+    p.add_argument("--black-box", default=None, choices=BLACK_BOX,
+                   help="the black-box classifier (default: the preset's); another one reuses the seeds' models and "
+                        "writes its own results")
+    p.add_argument("--label-only", action="store_true",
+                   help="black-box verdicts from top labels only (reproduce.py --label-only); reuses the seeds' models")
     cli.add_amp(p)
     p.add_argument("--aggregate-only", action="store_true",
                    help="do not run anything: aggregate the seeds' existing results.json and probs.npz")
@@ -54,12 +62,18 @@ def m_sweep(p_s, refs, protocol, *, seed, ms, order):
     return [test(p_s, refs, dataclasses.replace(protocol, m=m), seed=seed, images=order[:m])["p_value"] for m in ms]
 
 
-def run_seeds(args, out):
-    """(seed, results.json, probs) of every seed: run (resumable) or, with --aggregate-only, read."""
+def run_seeds(args, out, variant):
+    """(seed, results.json, probs) of every seed: run (resumable) or, with --aggregate-only, read. A
+    --black-box variant writes results-<variant>/ next to results/ and starts from its manifest, so the
+    models are reused."""
     runs = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        work = os.path.join(out, "seeds", str(seed))
-        results = os.path.join(work, "results")
+        work = os.path.join(out, f"seeds-{variant[0]}", str(seed))
+        results = os.path.join(work, "results" + "".join(f"-{v}" for v in variant[1:]))
+        if len(variant) > 1 and not os.path.exists(os.path.join(results, "manifest.json")) \
+                and os.path.exists(os.path.join(work, "results", "manifest.json")):
+            os.makedirs(results, exist_ok=True)
+            shutil.copy(os.path.join(work, "results", "manifest.json"), os.path.join(results, "manifest.json"))
         if args.aggregate_only:
             if not os.path.exists(os.path.join(results, "results.json")):
                 print(f"seed {seed}: no {results}/results.json; skipped")
@@ -69,7 +83,8 @@ def run_seeds(args, out):
         else:
             print(f"== seed {seed}")
             argv = ["--preset", args.preset, "--seed", str(seed), "--scale", str(args.scale), "--amp", args.amp,
-                    "--workdir", work, "--out", results] + ["--gpu", str(args.gpu)] * (args.gpu is not None)
+                    "--workdir", work, "--out", results] + ["--gpu", str(args.gpu)] * (args.gpu is not None) \
+                + ["--black-box", args.black_box] * (args.black_box is not None) + ["--label-only"] * args.label_only
             res = reproduce.main(reproduce.get_parser().parse_args(argv))
         runs.append((seed, res, reproduce.load_probs(results)))
     if not runs:
@@ -79,7 +94,10 @@ def run_seeds(args, out):
 
 def main(args):
     out = args.out or os.path.join(REPO, "results", args.preset)
-    runs = run_seeds(args, out)
+    variant = [amp_name(cli.get_device(args.gpu), args.amp)] + [args.black_box] * (args.black_box is not None) \
+        + ["labels"] * args.label_only
+    runs = run_seeds(args, out, variant)
+    name = "validity-" + "-".join(variant)
     fields = {f.name for f in dataclasses.fields(Protocol)}
     protocol = Protocol(**{k: v for k, v in runs[0][1]["protocol"].items() if k in fields})
     pool = runs[0][2][ACCESSES[0]][0].shape[1]
@@ -114,16 +132,17 @@ def main(args):
                 m_needed=needed, p_values=ps, median_curve=np.median(np.array(curves), 0).tolist(),
                 grid=[dict(m=m, tau=tau, mean=float(np.mean(v)), worst=float(max(v) if mode == "independent" else min(v)))
                       for (m, tau), v in by_grid.items()])
-    result = dict(preset=args.preset, seeds=[seed for seed, _, _ in runs], protocol=protocol.record(), ms=ms,
+    result = dict(preset=args.preset, seeds=[seed for seed, _, _ in runs], float_path=variant[0],
+                  black_box=runs[0][1]["black_box"], label_only=runs[0][1]["label_only"], protocol=protocol.record(), ms=ms,
                   false_positive_rate={a: table[a]["independent"]["detected"] for a in ACCESSES if "independent" in modes},
                   false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in ACCESSES
                                                  if "independent" in modes},
                   rows=table, accuracy={mode: float(np.median([r["clean_acc"] for _, res, _ in runs for r in res["rows"]
                                                                if r["mode"] == mode])) for mode in modes})
-    jsonio.write(os.path.join(out, "validity.json"), result)
+    jsonio.write(os.path.join(out, name + ".json"), result)
     md = render(result)
-    atomic_write(os.path.join(out, "validity.md"), lambda tmp: open(tmp, "w").write(md))
-    plot(result, os.path.join(out, "validity.png"))
+    atomic_write(os.path.join(out, name + ".md"), lambda tmp: open(tmp, "w").write(md))
+    plot(result, os.path.join(out, name + ".png"))
     print(md)
     return result
 
@@ -132,7 +151,8 @@ def render(result):
     """validity.json as markdown: the rates table, the false-positive line, the (m, tau) grid."""
     proto = result["protocol"]
     fmt_m = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
-    lines = [f"# Validity on preset `{result['preset']}`, seeds {result['seeds']}", "",
+    lines = [f"# Validity on preset `{result['preset']}`, seeds {result['seeds']}, {result['float_path']} training, "
+             f"{result['black_box']} black-box classifier" + (" (labels only)" if result["label_only"] else ""), "",
              f"Test: {proto['description']}, m = {proto['m']}, tau = {proto['tau']}, alpha = {proto['alpha']}. "
              "Detected: fraction of (seed, model) pairs with p < alpha (one draw of m images each, as a defender "
              "would run it). All draws: the same over every disjoint draw of m images from each seed's pool of "

@@ -13,6 +13,13 @@ suspect must be more victim-like than each of them (docs/PROTOCOL.md). The test,
 Prints `result:  p-val: <p> mu: <delta mu>`, then one JSON line; writes the probabilities to
 prob/<dataset>/<mode>[-blackbox].npz (an explicit --s: suspect-<file name>[-blackbox].npz) and never
 replaces another suspect's file without --force.
+
+A suspect behind a prediction API (no checkpoint, any architecture; docs/API.md):
+    python ownership_verification.py --access black-box --export-queries queries/
+    python ownership_verification.py --access black-box --predictions answers.jsonl
+    python ownership_verification.py --access black-box --endpoint http://127.0.0.1:8000/ [--label-only]
+It uses the per-dataset black-box meta-classifier (model/clf/blackbox-<dataset>.pt) and the held-out
+references of every architecture (probabilities: prob/<dataset>/api-<file name or 'endpoint'>-blackbox.npz).
 """
 import os
 import sys
@@ -20,7 +27,7 @@ import sys
 import numpy as np
 
 from network import MODELS
-from ownership import cli, jsonio, paths
+from ownership import api, cli, jsonio, paths
 from ownership.checkpoints import FirstOutputs, atomic_write, load_model
 from ownership.constants import ACCESSES, MODES, TESTS
 from ownership.data import load_styled
@@ -63,6 +70,7 @@ def get_parser():
     p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--force", action="store_true", help="replace a probabilities file another suspect wrote")
+    api.add_arguments(p)  # --export-queries, --predictions, --endpoint, --label-only ... (ownership/api.py)
     return cli.add_common(p)
 
 
@@ -108,21 +116,40 @@ def resolve(args, device="cpu"):
     return suspect, model, benign, clf, arch
 
 
+def api_suspect(args):
+    """A suspect behind an API: (its name, the references of every architecture, the per-dataset
+    black-box meta-classifier); the suspect's architecture is unknown, so neither may depend on it."""
+    benign = args.benign or paths.all_references(args.model_dir)
+    if not benign:
+        raise UserError(f"no held-out benign references (benign-<arch>-ref*.pt) in {args.model_dir}/benign; train "
+                        f"them with 'python train_model.py --role benign --tag=-ref' or pass --b")
+    source = os.path.abspath(args.predictions) if args.predictions else args.endpoint
+    return source, benign, args.clf or paths.clf(args.model_dir, args.dataset, None, "black-box")
+
+
 def prob_path(args, suspect):
-    """Where this run's probabilities go: the mode's file, or one named from an explicit suspect."""
-    name = (args.mode or "source") if not args.suspect else "suspect-" + os.path.basename(suspect)
-    return paths.prob(args.prob_dir, args.dataset, name + ("" if args.access == "white-box" else "-blackbox"))
+    """Where this run's probabilities go: the mode's file, or one named from an explicit suspect (a
+    file, a predictions file, or 'endpoint')."""
+    if api.requested(args):
+        name = "api-" + (os.path.basename(args.predictions) if args.predictions else "endpoint")
+    elif args.suspect:
+        name = "suspect-" + os.path.basename(suspect)
+    else:
+        name = args.mode or "source"
+    name += "" if args.access == "white-box" else "-blackbox"
+    return paths.prob(args.prob_dir, args.dataset, name + ("-labels" if args.label_only else ""))
 
 
 def claim(path, suspect, force):
-    """Refuse to replace a probabilities file that another suspect's run wrote (unless `force`)."""
+    """Refuse to replace a probabilities file that another suspect's run wrote (unless `force`);
+    `suspect` is an absolute path or an endpoint URL."""
     if force or not os.path.exists(path):
         return
     try:
         previous = str(np.load(path)["suspect"])
     except Exception:
         previous = "an unrecorded suspect"
-    if previous != os.path.abspath(suspect):
+    if previous != suspect:
         raise UserError(f"{path} holds the results of {previous}; pass --force to replace them, or another "
                         f"--prob-dir")
 
@@ -130,20 +157,38 @@ def claim(path, suspect, force):
 def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
+    through_api = api.requested(args)
+    if through_api:
+        api.check_args(args)
+        if args.export_queries:
+            return api.export(args)
+        args.access = "black-box"
     protocol = protocol_of(args)
-    suspect, model, benign, clf, arch = resolve(args, device)
+    if through_api:
+        suspect, benign, clf = api_suspect(args)
+        model, made_by = None, f"python train_clf.py --access black-box --dataset {args.dataset}"
+    else:
+        path, model, benign, clf, arch = resolve(args, device)
+        suspect = os.path.abspath(path)
+        made_by = f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}"
     out = prob_path(args, suspect)
     claim(out, suspect, args.force)
     verifier = Verifier(clf, benign, load_styled(args.data_dir, args.dataset, args.gamma, "test"), args.dataset,
                         device, protocol, seed=args.seed, data_dir=args.data_dir, batch_size=args.batch_size,
-                        made_by=f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}")
-    r = verifier(model)
-    atomic_write(out, lambda tmp: np.savez(tmp, p_suspect=r["p_suspect"], p_references=r["p_references"],
-                                           image_index=verifier.images.idx.numpy(), suspect=os.path.abspath(suspect)))
+                        made_by=made_by, label_only=args.label_only)
+    source = {}
+    if through_api:
+        answers, source = api.answers(args, verifier)
+        r = verifier(answers=answers)
+    else:
+        r = verifier(model)
+    arrays = {k: r[k] for k in ("p_suspect", "p_references", "answers") if k in r}
+    atomic_write(out, lambda tmp: np.savez(tmp, **arrays, image_index=verifier.images.idx.numpy(), suspect=suspect))
     print(f"result:  p-val: {r['p_value']} mu: {r['delta_mu']}")
-    record = {k: v for k, v in r.items() if k not in ("images", "p_suspect", "p_references")}
-    record.update(mode=args.mode if args.suspect else (args.mode or "source"), suspect=suspect, references=benign,
-                  clf=clf, protocol=protocol.record(), probabilities=out)
+    record = {k: v for k, v in r.items() if k not in ("images", *arrays)}
+    record.update(mode=args.mode if (args.suspect or through_api) else (args.mode or "source"), suspect=suspect,
+                  references=benign, clf=clf, protocol=protocol.record(), label_only=args.label_only,
+                  probabilities=out, **source)
     print(jsonio.dumps(record))
     return record
 

@@ -26,7 +26,7 @@ import train_clf
 import train_model
 from ownership import cli, jsonio, paths
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import ACCESSES, ATTACK_MODES, REPO, TESTS
+from ownership.constants import ACCESSES, ATTACK_MODES, BLACK_BOX, REPO, TESTS
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.manifest import Stages
@@ -53,6 +53,13 @@ def get_parser():
                         "harmonic mean of 40 draws of 10 images), for comparison")
     p.add_argument("--test", default=None, choices=[t for t in TESTS if t != "reference"],
                    help="the test of protocol ours (default: the preset's; ownership/stats.py)")
+    p.add_argument("--black-box", default=None, choices=BLACK_BOX,
+                   help="the black-box column's meta-classifier: per-arch (one per architecture, its references) or "
+                        "any-arch (one over every architecture, all references: what a suspect behind an API gets) "
+                        "(default: the preset's)")
+    p.add_argument("--label-only", action="store_true",
+                   help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
+                        "gives them; the references likewise")
     cli.add_amp(p)
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
@@ -106,6 +113,7 @@ def main(args):
     trained = staged + ["--amp", args.amp, "--resume"]
     os.makedirs(out, exist_ok=True)
     st = Stages(os.path.join(out, "manifest.json"), preset, args.seed, args.force)
+    black_box = args.black_box or preset["black_box"]  # verification only: not part of the stages' record
     device = cli.get_device(args.gpu)
     M = dirs["model"]
     t0 = time.time()
@@ -138,29 +146,45 @@ def main(args):
         suspects.append((mode, path, arch))
     suspects += independents
 
-    # 4. gradient sets and 5. meta-classifiers, per architecture and access
+    # 4. gradient sets and 5. meta-classifiers, per architecture and access, and one black-box classifier
+    #    over every architecture (a suspect behind an API has no known architecture; docs/API.md)
     c = preset["clf"]
-    clfs = {}
+    suffix = "-refprotocol.pt" if reference else ".pt"
+
+    def classifier(path, access, pos, negs, inputs, arch=None):
+        st.run("clf", path, train_clf,
+               common + ["--dataset", ds, "--access", access, "--pos", *pos, "--neg", *negs, "--mlp_epoch",
+                         str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap",
+                         str(c["hidden_cap"]), "--out", path] + ["--type", arch] * (arch is not None),
+               pos + negs + [styled] + inputs)
+        return path
+
+    clfs, refs = {}, {arch: files[arch]["refs"] for arch in archs}
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
         grads = [paths.gradient_set(dirs["gradients_set"], m, styled) for m in pos + neg]
         for m, g in zip(pos + neg, grads):
             st.run("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
-        for access in ACCESSES:
-            path = paths.clf(M, ds, arch, access).replace(".pt", "-refprotocol.pt" if reference else ".pt")
-            negs = neg + (weak if access == "black-box" else [])
-            st.run("clf", path, train_clf,
-                   common + ["--dataset", ds, "--type", arch, "--access", access, "--pos", *pos, "--neg", *negs,
-                             "--mlp_epoch", str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size", str(c["batch"]),
-                             "--hidden-cap", str(c["hidden_cap"]), "--out", path],
-                   pos + negs + [styled] + (grads if access == "white-box" else []))
-            clfs[arch, access] = path
+        clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", pos, neg,
+                                             grads, arch)
+        clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", suffix), "black-box",
+                                             pos, neg + weak, [], arch)
+    every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
+    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", suffix), "black-box", every("pos"),
+                          every("neg") + every("weak"), [])
+    if black_box == "any-arch":  # the table's black-box column: the classifier an API suspect gets
+        for arch in archs:
+            clfs[arch, "black-box"], refs[arch] = any_arch, every("refs")
 
     # 6. verification of every suspect against the held-out references of its architecture
     start = time.time()
     images = role_data(preset, dirs["data"], args.seed, "styled-test", preset["gamma"])
-    verifiers = {key: Verifier(path, files[key[0]]["refs"], images, ds, device, protocol, seed=args.seed,
-                               data_dir=dirs["data"]) for key, path in clfs.items()}
+    by_path = {}  # one Verifier per classifier: the any-architecture one serves every architecture
+    for (arch, access), path in clfs.items():
+        if path not in by_path:
+            by_path[path] = Verifier(path, refs[arch], images, ds, device, protocol, seed=args.seed,
+                                     data_dir=dirs["data"], label_only=args.label_only and access == "black-box")
+    verifiers = {key: by_path[path] for key, path in clfs.items()}
     rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
     rows, probs = [], {access: dict(suspect=[], references=[]) for access in ACCESSES}
     for mode, path, arch in suspects:
@@ -180,10 +204,11 @@ def main(args):
     for (arch, access), path in clfs.items():
         ck = load_checkpoint(path)
         classifiers.setdefault(arch, {})[access] = dict(
-            path=rel(path), held_out_acc=ck.get("test_acc"), references=[rel(r) for r in files[arch]["refs"]],
+            path=rel(path), held_out_acc=ck.get("test_acc"), references=[rel(r) for r in refs[arch]],
             trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
-                  **protocol.record()), rows=rows, classifiers=classifiers, timings=st.timings)
+                  **protocol.record()), black_box=black_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
+                  timings=st.timings)
     write_results(out, result, probs)
     print(table(result))
     print(f"wrote {out}/results.json, results.md, results.png, probs.npz")

@@ -9,7 +9,11 @@ and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt, and 
 the weak benign models benign-<type>-weak<k>.pt (never the held-out references benign-<type>-ref*.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 --access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
-are queried directly) and writes model/clf/blackbox-<dataset>-<type>.pt.
+are queried directly) and writes model/clf/blackbox-<dataset>-<type>.pt; without --type it trains one
+classifier on the models of every architecture, model/clf/blackbox-<dataset>.pt, the one that verifies a
+suspect of any architecture behind an API (docs/API.md):
+
+    python train_clf.py --access black-box --dataset fmnist
 """
 import os
 
@@ -24,8 +28,9 @@ from ownership.presets import DATASETS
 
 def get_parser():
     p = cli.Parser(__doc__)
-    p.add_argument("--model_type", "--type", dest="model_type", required=True, choices=list(MODELS),
-                   help="architecture of the models whose gradients are classified")
+    p.add_argument("--model_type", "--type", dest="model_type", default=None, choices=list(MODELS),
+                   help="architecture of the models whose gradients are classified (required for white-box; "
+                        "black-box without it: one classifier over every architecture, blackbox-<dataset>.pt)")
     p.add_argument("--mlp_epoch", type=int, default=100, help="epochs (reference: 100)")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (reference: 0.01)")
     p.add_argument("--batch_size", type=int, default=128, help="batch size (reference: 128)")
@@ -47,12 +52,23 @@ def get_parser():
     return cli.add_common(p)
 
 
+def default_models(args):
+    """--pos/--neg, else the defaults of the docstring; black-box without --type: those of every
+    architecture that has a victim (positives) or a benign model (negatives) in --model-dir (issue 16)."""
+    if args.model_type is None and args.access == "white-box":
+        raise UserError("--type is required for --access white-box (gradient vectors of one architecture)")
+    v_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "victim")
+    b_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "benign")
+    pos = args.pos or [f for a in v_archs for f in paths.with_seeds(paths.victim(args.model_dir, a))]
+    neg = args.neg or [f for a in b_archs for f in paths.with_seeds(paths.benign(args.model_dir, a))
+                       + (paths.weak_models(args.model_dir, a) if args.access == "black-box" else [])]
+    return pos, neg
+
+
 def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
-    pos = args.pos or paths.with_seeds(paths.victim(args.model_dir, args.model_type))
-    neg = args.neg or (paths.with_seeds(paths.benign(args.model_dir, args.model_type))
-                       + (paths.weak_models(args.model_dir, args.model_type) if args.access == "black-box" else []))
+    pos, neg = default_models(args)
     folder = paths.styled_dir(args.data_dir, args.dataset, args.gamma)
 
     def sets(models):
@@ -76,7 +92,7 @@ def main(args):
     dims = {a.shape[1] for a in pos_sets + neg_sets}
     if len(dims) != 1:
         raise UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
-                            f"{args.model_type}")
+                        f"{args.model_type}")
     l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box")
     ck = metaclf.fit(pos_sets, neg_sets, args.mlp_epoch, args.lr, args.batch_size, args.hidden_cap, args.seed,
                      device, sources=dict(pos=[os.path.abspath(m) for m in pos],

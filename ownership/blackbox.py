@@ -5,12 +5,20 @@ For each stylised image x' with original x, the feature vector is the concatenat
 of softmax(M(x)) - softmax(M(v_k(x'))), where v_0 is x' itself and v_1..v_{K-1} are seeded draws of
 the training transform (crop/flip or rotation/flip). A model that learned the style (the victim and
 models stolen from it) predicts x' like x; a benign model does not.
+
+Three steps, shared by the weights path (verify.py, train_clf.py) and the API path (ownership/api.py),
+so both see the same pixels and the same arithmetic:
+  queries()            the images to ask about, uint8, augmentation done in pixel space (exact as PNG)
+  model_probs()        a model's softmax on those queries (the weights path; an API answers instead)
+  features_from_probs  per-query probability vectors -> the feature matrix
+Query order is image-major: for image i, row i*(K+1) is the original x_i, then v_0(x'_i) .. v_{K-1}(x'_i).
 """
 import torch
 import torch.nn.functional as F
 
-from .data import augment, batches, load_dataset, normalise
+from .data import augment_draws, batches, load_dataset, normalise
 from .errors import UserError
+from .presets import DATASETS
 
 
 def originals(styled, dataset, data_dir, split):
@@ -18,20 +26,83 @@ def originals(styled, dataset, data_dir, split):
     return load_dataset(dataset, data_dir)[split].x[styled.idx]
 
 
-@torch.no_grad()
-def features(model, styled, clean_x, dataset, device, views=4, seed=0, batch_size=256):
-    """(N, views * num_classes) float32 features of `model` on stylised images and their originals."""
-    model.eval()
+def augment_uint8(x, dataset, generator):
+    """The training transform on uint8 images (N, C, H, W) -> uint8, same shape. It takes the same
+    random numbers from `generator` as data.augment (augment_draws). crop_flip pads with pixel value 0
+    (as torchvision's RandomCrop(padding) does before normalisation) and crops/flips by indexing, so it
+    is exact; rotate_flip rotates in float (bilinear, zero fill) and rounds to uint8: the rounded image
+    is the query, so the weights path and an API see the same pixels."""
+    d = DATASETS[dataset]
+    n, c, h, w = x.shape
+    draws = augment_draws(n, dataset, generator)
+    flip = draws[0]
+    if d["augment"] == "crop_flip":
+        p = d["pad"]
+        oy, ox = draws[1], draws[2]
+        xp = F.pad(x, (p, p, p, p))  # uint8, zeros
+        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+        x = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    else:  # rotate_flip
+        ang = draws[1]
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1),
+                             torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
+        xf = x.float()
+        grid = F.affine_grid(theta, xf.shape, align_corners=False)
+        x = F.grid_sample(xf, grid, align_corners=False, padding_mode="zeros").round().clamp(0, 255).to(torch.uint8)
+    return torch.where(flip[:, None, None, None], x.flip(3), x).contiguous()
+
+
+def view_names(views):
+    """Names of the K+1 queries per image, in query order: 'x' (the original), then 'v0' .. 'v<K-1>'."""
+    return ["x"] + [f"v{k}" for k in range(views)]
+
+
+def queries(styled, clean_x, dataset, views=4, seed=0):
+    """uint8 (N * (views + 1), C, H, W): the images whose predictions make the features of the N
+    stylised images `styled` (an ImageSet) with originals `clean_x` (uint8, N x C x H x W), image-major
+    (view_names order). The augmented views v_1..v_{K-1} are drawn from a CPU generator seeded with
+    `seed`, view by view over all N images, so they do not depend on any batch size."""
+    if views < 1:
+        raise ValueError(f"views must be at least 1, got {views}")
     gen = torch.Generator().manual_seed(seed)
-    out = []
-    for idx in batches(len(styled), batch_size):
-        p = F.softmax(model(normalise(clean_x[idx], dataset, device)).float(), 1)
-        xs = normalise(styled.x[idx], dataset, device)
-        diffs = [p - F.softmax(model(xs).float(), 1)]
-        for _ in range(views - 1):
-            diffs.append(p - F.softmax(model(augment(xs, dataset, gen)).float(), 1))
-        out.append(torch.cat(diffs, 1).cpu())
-    f = torch.cat(out)
-    if not torch.isfinite(f).all():
+    xs = styled.x
+    vs = [clean_x, xs] + [augment_uint8(xs, dataset, gen) for _ in range(views - 1)]
+    return torch.stack(vs, 1).reshape(-1, *xs.shape[1:]).contiguous()
+
+
+@torch.no_grad()
+def model_probs(model, q, dataset, device, batch_size=256):
+    """float32 (Q, num_classes) softmax of `model` on the uint8 queries q (Q, C, H, W), normalised as
+    in training: what an honest API serving the model answers."""
+    model.eval()
+    out = [F.softmax(model(normalise(q[idx], dataset, device)).float(), 1).cpu() for idx in batches(len(q), batch_size)]
+    p = torch.cat(out)
+    if not torch.isfinite(p).all():
         raise UserError("NaN or Inf in the model's predictions; the checkpoint is broken or diverged")
-    return f.numpy()
+    return p
+
+
+def features_from_probs(probs, views):
+    """float32 (N, views * num_classes) features from per-query probability vectors `probs`
+    (N * (views + 1), num_classes), in queries() order: row i is the concatenation over k of
+    probs[original i] - probs[v_k of image i]."""
+    p = torch.as_tensor(probs, dtype=torch.float32)
+    if p.ndim != 2 or len(p) % (views + 1):
+        raise ValueError(f"probabilities of shape {tuple(p.shape)} do not make whole images of {views + 1} queries")
+    p = p.reshape(len(p) // (views + 1), views + 1, -1)
+    return (p[:, :1] - p[:, 1:]).reshape(len(p), -1).numpy()
+
+
+def features(model, styled, clean_x, dataset, device, views=4, seed=0, batch_size=256):
+    """(N, views * num_classes) float32 features of `model` on stylised images and their originals:
+    the model's softmax on queries() (the weights path), then features_from_probs."""
+    q = queries(styled, clean_x, dataset, views, seed)
+    return features_from_probs(model_probs(model, q, dataset, device, batch_size), views)
+
+
+def one_hot(labels, num_classes):
+    """float32 (Q, num_classes) one-hot rows of integer labels (Q,): the probability vector of a
+    label-only API."""
+    return F.one_hot(torch.as_tensor(labels, dtype=torch.long), num_classes).float()

@@ -11,6 +11,8 @@
 import os
 import re
 
+from network import MODELS
+
 from .presets import DATASETS
 
 # mode -> (folder, file tag, which architecture: the victim's or the attackers')
@@ -75,8 +77,26 @@ def independent(model_dir, k, arch):
 
 
 def clf(model_dir, dataset, arch, access="white-box"):
+    """model/clf/gradsign-<dataset>-<arch>.pt or blackbox-<dataset>-<arch>.pt; black-box with arch None:
+    blackbox-<dataset>.pt, the one classifier of any architecture (issue 16, for suspects behind an API)."""
     kind = "gradsign" if access == "white-box" else "blackbox"
+    if arch is None:
+        if access == "white-box":
+            raise ValueError("a white-box meta-classifier belongs to one architecture; give arch")
+        return os.path.join(model_dir, "clf", f"{kind}-{dataset}.pt")
     return os.path.join(model_dir, "clf", f"{kind}-{dataset}-{arch}.pt")
+
+
+def archs_with(model_dir, role="victim"):
+    """Architectures (names of network.MODELS) that have a model/<role>/<vict|benign>-<arch>.pt, sorted."""
+    stem = {"victim": "vict", "benign": "benign"}[role]
+    folder = os.path.join(model_dir, role)
+    return sorted(a for a in MODELS if os.path.exists(os.path.join(folder, f"{stem}-{a}.pt")))
+
+
+def all_references(model_dir):
+    """The held-out benign references of every architecture (benign-<arch>-ref*.pt), by architecture."""
+    return [r for a in archs_with(model_dir, "benign") for r in references(model_dir, a)]
 
 
 def styled_folder(dataset, gamma=0.1):

@@ -67,6 +67,9 @@ PRESETS = {
         # tau = 0.1 chosen on seeds 5-9, measured on held-out seeds 10-19 (docs/VALIDITY.md); the
         # paper's values are m = 10 [R], tau = 0 [P]
         m=50, tau=0.1, test="paired-all",
+        # the black-box column's classifier: per-arch (one per architecture, its references) or any-arch
+        # (one over every architecture and all references, the one a suspect behind an API gets; docs/API.md)
+        black_box="per-arch",
     ),
     # A few hundred images end to end in about 90 s; used by the tests.
     "smoke": dict(
@@ -88,7 +91,7 @@ PRESETS = {
         independents=[("wrn10-1", 101), ("wrn16-1", 102)],
         clf=dict(epochs=20, lr=0.01, batch=64, hidden_cap=128),
         clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
-        m=50, tau=0.1, test="paired-all",  # as fmnist
+        m=50, tau=0.1, test="paired-all", black_box="per-arch",  # as fmnist
     ),
     # Paper scale, one GPU. CIFAR-10 train is split disjointly: the paper's victim saw all 50k and the
     # attackers used other data [DI]; without that other data we split the 50k.
@@ -112,6 +115,7 @@ PRESETS = {
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),      # 100 epochs, lr 0.01 [R]
         clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
+        black_box="per-arch",  # as fmnist
     ),
     "imagenet": dict(
         dataset="imagenet", gamma=0.1,                                 # [P]
@@ -131,6 +135,7 @@ PRESETS = {
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),
         clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
+        black_box="per-arch",  # as fmnist
     ),
 }
 

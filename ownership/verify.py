@@ -111,16 +111,26 @@ class Verifier:
     clf_path     a train_clf.py checkpoint (white-box: gradient signs; black-box: prediction shifts)
     references   benign reference checkpoints (paths), at least one
     images       the stylised test set (ownership.data.ImageSet), the same for every model
-    protocol     a Protocol; seed: the image draw and the augmentation draws of the features"""
+    protocol     a Protocol; seed: the image draw and the augmentation draws of the features
+    label_only   black-box: every model answers its top label only (one-hot vectors), as a label-only
+                 API does; the references are then reduced the same way, like with like
+
+    A black-box verifier also takes a suspect's answers instead of a model (`__call__(answers=...)`):
+    its `queries` (uint8, blackbox.queries order) are what a prediction API is asked (ownership/api.py)."""
 
     def __init__(self, clf_path, references, images, dataset, device, protocol, *, seed, data_dir,
-                 batch_size=128, made_by=None):
+                 batch_size=128, made_by=None, label_only=False):
         self.clf = load_checkpoint(clf_path, "meta-classifier", made_by)
         self.clf_path, self.references = clf_path, list(references)
         self.images, self.dataset, self.device = images, dataset, device
         self.protocol, self.seed, self.batch_size = protocol, seed, batch_size
         self.access = self.clf.get("kind", "white-box")
-        self.clean_x = blackbox.originals(images, dataset, data_dir, "test") if self.access == "black-box" else None
+        if label_only and self.access != "black-box":
+            raise UserError(f"--label-only needs a black-box meta-classifier; {clf_path} is {self.access}")
+        self.label_only = label_only
+        if self.access == "black-box":
+            self.queries = blackbox.queries(images, blackbox.originals(images, dataset, data_dir, "test"), dataset,
+                                            self.clf["views"], seed)
         d = DATASETS[dataset]
         self.p_references = np.stack([
             self.probabilities(load_model(r, None, d["num_classes"], d["channels"], device, "reference model")[0])
@@ -130,8 +140,7 @@ class Verifier:
         """P(stolen) (N,) float64 of `model` on every stylised test image."""
         ck = self.clf
         if self.access == "black-box":
-            f = blackbox.features(model, self.images, self.clean_x, self.dataset, self.device, ck["views"], self.seed)
-            return _finite(metaclf.predict_proba(ck, f, self.device), ck)
+            return self.from_answers(blackbox.model_probs(model, self.queries, self.dataset, self.device).numpy())
         if gradients.feature_dim(model) != ck["d"]:
             raise UserError(f"the model gives {gradients.feature_dim(model)}-dim gradient vectors but the "
                             f"meta-classifier expects {ck['d']} ({ck.get('arch')}); use the classifier trained "
@@ -140,9 +149,23 @@ class Verifier:
                                      seed=self.seed, desc="suspect gradients")
         return _finite(metaclf.predict_proba(ck, g, self.device), ck)
 
-    def __call__(self, model):
-        """Verify `model`: the test's record plus p_suspect (N,) and p_references (K, N)."""
-        p_s = self.probabilities(model)
+    def answered(self, answers):
+        """A model's answers to `queries` as the verification reads them: float32 (Q, num_classes)
+        probability rows, or under label_only the one-hot rows of their top labels."""
+        answers = np.asarray(answers, np.float32)
+        return blackbox.one_hot(answers.argmax(1), answers.shape[1]).numpy() if self.label_only else answers
+
+    def from_answers(self, answers):
+        """P(stolen) (N,) from a model's answers to `queries` (blackbox.queries order)."""
+        f = blackbox.features_from_probs(self.answered(answers), self.clf["views"])
+        return _finite(metaclf.predict_proba(self.clf, f, self.device), self.clf)
+
+    def __call__(self, model=None, answers=None):
+        """Verify `model` (or, black-box, its `answers` to `queries`): the test's record plus p_suspect
+        (N,) and p_references (K, N)."""
+        p_s = self.probabilities(model) if answers is None else self.from_answers(answers)
         r = test(p_s, self.p_references, self.protocol, seed=self.seed)
         r.update(access=self.access, p_suspect=p_s, p_references=self.p_references)
+        if answers is not None:
+            r["answers"] = self.answered(answers)
         return r

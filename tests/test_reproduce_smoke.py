@@ -197,3 +197,28 @@ def test_multi_stage_mode_of_the_verification_script(smoke, tmp_path):
     row = next(x for x in smoke[3]["rows"] if x["mode"] == "multi-stage")
     assert r["suspect"].endswith("atta-dft-wrn10-1.pt") and r["p_value"] == row["white-box"]["p_value"]
     assert os.path.exists(tmp_path / "fmnist" / "multi-stage.npz")
+
+
+def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
+    """evaluate.py --aggregate-only on a finished seed: rates per access and mode, the m sweep and the
+    (m, tau) grid from the saved probabilities, written as strict JSON."""
+    import evaluate
+    from ownership.training import amp_name
+    fp = amp_name("cpu", "auto")
+    seed_dir = tmp_path / f"seeds-{fp}" / "0"
+    seed_dir.mkdir(parents=True)
+    os.symlink(smoke[0] / "results", seed_dir / "results")
+    r = evaluate.main(evaluate.get_parser().parse_args(
+        ["--preset", "smoke", "--seeds", "1", "--aggregate-only", "--out", str(tmp_path), "--max-m", "20",
+         "--grid-m", "10", "50", "--grid-tau", "0", "0.1"]))
+    assert set(r["rows"]) == set(ACCESSES) and r["float_path"] == fp and r["protocol"]["m"] == 50
+    rows = {row["mode"]: row for row in smoke[3]["rows"]}
+    for access in ACCESSES:
+        src = r["rows"][access]["source"]
+        assert src["n"] == 1 and src["detected"] == float(rows["source"][access]["p_value"] < 0.01)
+        assert len(src["median_curve"]) == 19 and [(g["m"], g["tau"]) for g in src["grid"]] == \
+            [(10, 0.0), (10, 0.1), (50, 0.0), (50, 0.1)]
+        assert r["rows"][access]["independent"]["n"] == 2
+    text = (tmp_path / f"validity-{fp}.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["seeds"] == [0]
+    assert (tmp_path / f"validity-{fp}.md").read_text().startswith("# Validity on preset `smoke`")
