@@ -25,7 +25,7 @@ import numpy as np
 import reproduce
 from ownership import cli, jsonio
 from ownership.checkpoints import atomic_write
-from ownership.constants import ACCESSES, BLACK_BOX, REPO
+from ownership.constants import COLUMNS, BLACK_BOX, REPO
 from ownership.errors import UserError
 from ownership.training import amp_name
 from ownership.verify import Protocol, detection_rate, test
@@ -100,12 +100,12 @@ def main(args):
     name = "validity-" + "-".join(variant)
     fields = {f.name for f in dataclasses.fields(Protocol)}
     protocol = Protocol(**{k: v for k, v in runs[0][1]["protocol"].items() if k in fields})
-    pool = runs[0][2][ACCESSES[0]][0].shape[1]
+    pool = runs[0][2][COLUMNS[0]][0].shape[1]
     ms = list(range(2, min(args.max_m, pool) + 1))
     grid = [(m, tau) for m in args.grid_m if m <= pool for tau in args.grid_tau]
     modes = list(dict.fromkeys(r["mode"] for r in runs[0][1]["rows"]))
-    table = {access: {} for access in ACCESSES}
-    for access in ACCESSES:
+    table = {access: {} for access in COLUMNS}
+    for access in COLUMNS:
         for mode in modes:
             ps, mus, needed, curves, draws, by_grid = [], [], [], [], [], {g: [] for g in grid}
             for seed, res, probs in runs:
@@ -134,8 +134,8 @@ def main(args):
                       for (m, tau), v in by_grid.items()])
     result = dict(preset=args.preset, seeds=[seed for seed, _, _ in runs], float_path=variant[0],
                   black_box=runs[0][1]["black_box"], label_only=runs[0][1]["label_only"], protocol=protocol.record(), ms=ms,
-                  false_positive_rate={a: table[a]["independent"]["detected"] for a in ACCESSES if "independent" in modes},
-                  false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in ACCESSES
+                  false_positive_rate={a: table[a]["independent"]["detected"] for a in COLUMNS if "independent" in modes},
+                  false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in COLUMNS
                                                  if "independent" in modes},
                   rows=table, accuracy={mode: float(np.median([r["clean_acc"] for _, res, _ in runs for r in res["rows"]
                                                                if r["mode"] == mode])) for mode in modes})
@@ -159,11 +159,11 @@ def render(result):
              "stylised test images. For `independent` both are false-positive rates. m needed: median smallest m "
              "with p < alpha ('—' if some seed never got there).", "",
              "| mode | median clean acc | " + " | ".join(f"{a} detected | all draws | median p | median Δμ | m needed"
-                                                        for a in ACCESSES) + " |",
-             "|---|---|" + "---|" * (5 * len(ACCESSES))]
+                                                        for a in COLUMNS) + " |",
+             "|---|---|" + "---|" * (5 * len(COLUMNS))]
     for mode, acc in result["accuracy"].items():
         cells = []
-        for a in ACCESSES:
+        for a in COLUMNS:
             r = result["rows"][a][mode]
             cells += [f"{r['detected']:.2f} ({r['n']})", f"{r['all_draws']:.2f}", f"{r['median_p']:.2e}",
                       f"{r['median_delta_mu']:.3f}", fmt_m(r["median_m_needed"])]
@@ -171,7 +171,7 @@ def render(result):
     fpr, fpr_all = result["false_positive_rate"], result["false_positive_rate_all_draws"]
     lines += ["", "False-positive rate on independent models: " + ", ".join(
         f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + ".", ""]
-    for a in ACCESSES:
+    for a in COLUMNS:
         lines += [f"Rate over all draws on a grid of m and tau ({a}, the run's test): mean over seeds (worst seed: "
                   "the lowest for attacks, the highest for independent models).", "",
                   "| m | τ | " + " | ".join(result["accuracy"]) + " |", "|---|---|" + "---|" * len(result["accuracy"])]
@@ -184,8 +184,8 @@ def render(result):
 
 
 def plot(result, path):
-    fig, axes = plt.subplots(1, len(ACCESSES), figsize=(11, 4), sharey=True)
-    for ax, access in zip(axes, ACCESSES):
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(11, 4), sharey=True)
+    for ax, access in zip(axes, COLUMNS):
         for mode, row in result["rows"][access].items():
             ax.semilogy(result["ms"], np.maximum(row["median_curve"], 1e-300), label=mode)
         ax.axhline(result["protocol"]["alpha"], color="k", ls="--", lw=0.8)

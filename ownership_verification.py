@@ -29,7 +29,7 @@ import numpy as np
 from network import MODELS
 from ownership import api, cli, jsonio, paths
 from ownership.checkpoints import FirstOutputs, atomic_write, load_model
-from ownership.constants import ACCESSES, MODES, TESTS
+from ownership.constants import COLUMNS, MODES, TESTS
 from ownership.data import load_styled
 from ownership.errors import UserError
 from ownership.presets import DATASETS, PRESETS, get_preset
@@ -61,8 +61,9 @@ def get_parser():
     p.add_argument("--m", type=int, default=None, help="number of transformed images queried (default: the preset's)")
     p.add_argument("--tau", type=float, default=None, help="margin of the paired tests (default: the preset's)")
     p.add_argument("--alpha", type=float, default=None, help="significance level of the verdict (default: 0.01)")
-    p.add_argument("--access", default="white-box", choices=ACCESSES,
-                   help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE)")
+    p.add_argument("--access", default="white-box", choices=COLUMNS,
+                   help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE); "
+                        "baseline: no meta-classifier, the suspect's correctness on each stylised image")
     p.add_argument("--classes-subset", "--classes_subset", dest="classes_subset", default=None, choices=["first"],
                    help="black-box only: a suspect with more outputs than the dataset has classes (e.g. fine-tuned with "
                         "extra classes) is verified on its first <classes> outputs (softmax over those logits); "
@@ -112,7 +113,7 @@ def resolve(args, device="cpu"):
         if os.path.abspath(b) == os.path.abspath(suspect):
             raise UserError(f"the suspect and a benign reference are the same file ({suspect}); the test "
                             f"would compare a model with itself. Pass other references with --b")
-    clf = args.clf or paths.clf(args.model_dir, args.dataset, arch, args.access)
+    clf = None if args.access == "baseline" else args.clf or paths.clf(args.model_dir, args.dataset, arch, args.access)
     return suspect, model, benign, clf, arch
 
 
@@ -136,7 +137,7 @@ def prob_path(args, suspect):
         name = "suspect-" + os.path.basename(suspect)
     else:
         name = args.mode or "source"
-    name += "" if args.access == "white-box" else "-blackbox"
+    name += {"white-box": "", "black-box": "-blackbox", "baseline": "-baseline"}[args.access]
     return paths.prob(args.prob_dir, args.dataset, name + ("-labels" if args.label_only else ""))
 
 

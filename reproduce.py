@@ -26,7 +26,7 @@ import train_clf
 import train_model
 from ownership import cli, jsonio, paths
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import ACCESSES, ATTACK_MODES, BLACK_BOX, REPO, TESTS
+from ownership.constants import ATTACK_MODES, BLACK_BOX, COLUMNS, REPO, TESTS
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.manifest import Stages
@@ -185,14 +185,17 @@ def main(args):
             by_path[path] = Verifier(path, refs[arch], images, ds, device, protocol, seed=args.seed,
                                      data_dir=dirs["data"], label_only=args.label_only and access == "black-box")
     verifiers = {key: by_path[path] for key, path in clfs.items()}
+    for arch in archs:  # the baseline: no meta-classifier, correctness on stylised images (docs/VALIDITY.md)
+        verifiers[arch, "baseline"] = Verifier(None, files[arch]["refs"], images, ds, device, protocol,
+                                               seed=args.seed, data_dir=dirs["data"])
     rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
-    rows, probs = [], {access: dict(suspect=[], references=[]) for access in ACCESSES}
+    rows, probs = [], {column: dict(suspect=[], references=[]) for column in COLUMNS}
     for mode, path, arch in suspects:
         model, ck = load_model(path, device=device)
         met = ck.get("metrics", {})
         row = dict(mode=mode, suspect=rel(path), arch=arch, clean_acc=met.get("clean_acc"),
                    stylised_acc=met.get("stylised_acc"))
-        for access in ACCESSES:
+        for access in COLUMNS:
             r = verifiers[arch, access](model)
             row[access] = {k: r[k] for k in ("p_value", "delta_mu", "verdict")}
             probs[access]["suspect"].append(r["p_suspect"])
@@ -204,7 +207,8 @@ def main(args):
     for (arch, access), path in clfs.items():
         ck = load_checkpoint(path)
         classifiers.setdefault(arch, {})[access] = dict(
-            path=rel(path), held_out_acc=ck.get("test_acc"), references=[rel(r) for r in refs[arch]],
+            path=rel(path), held_out_acc=ck.get("test_acc"), model_level=ck.get("model_level"),
+            references=[rel(r) for r in refs[arch]],
             trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
                   **protocol.record()), black_box=black_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
@@ -219,11 +223,11 @@ def table(result):
     """The results as a markdown table, one row per suspect, both accesses."""
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     head = "| mode | suspect | arch | clean acc | stylised acc |" + " p | Δμ | verdict |".join(
-        f" {a}" for a in ACCESSES) + " p | Δμ | verdict |"
-    lines = [head, "|---" * (5 + 3 * len(ACCESSES)) + "|"]
+        f" {a}" for a in COLUMNS) + " p | Δμ | verdict |"
+    lines = [head, "|---" * (5 + 3 * len(COLUMNS)) + "|"]
     for r in result["rows"]:
         cells = [r["mode"], r["suspect"], r["arch"], fmt(r["clean_acc"]), fmt(r["stylised_acc"])]
-        for a in ACCESSES:
+        for a in COLUMNS:
             cells += [f"{r[a]['p_value']:.2e}", f"{r[a]['delta_mu']:.3f}", r[a]["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -233,7 +237,7 @@ def load_probs(out):
     """probs.npz of a results folder: {access: (suspect (rows, N), references (rows, K, N))}, rows in
     the order of results.json's rows."""
     f = np.load(os.path.join(out, "probs.npz"))
-    return {a: (f[f"{a}/suspect"], f[f"{a}/references"]) for a in ACCESSES}
+    return {a: (f[f"{a}/suspect"], f[f"{a}/references"]) for a in COLUMNS}
 
 
 def write_results(out, result, probs):
@@ -244,7 +248,8 @@ def write_results(out, result, probs):
     md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']}, protocol {proto['name']})\n\n"
           f"Test: {proto['description']}, m = {proto['m']}, tau = {proto['tau']}, alpha = {proto['alpha']}.\n\n"
           + table(result) + "\n\nMeta-classifiers: "
-          + "; ".join(f"{arch}/{a}: held-out acc {c['held_out_acc']:.3f}, references {', '.join(c['references'])}"
+          + "; ".join(f"{arch}/{a}: held-out image acc {c['held_out_acc']:.3f}, model-level AUC "
+                      f"{c['model_level']['auc'] if c['model_level'] else None}, references {', '.join(c['references'])}"
                       for arch, by_access in result["classifiers"].items() for a, c in by_access.items())
           + "\n\nStage timings (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()) + "\n")
     atomic_write(os.path.join(out, "results.md"), lambda tmp: open(tmp, "w").write(md))
@@ -253,8 +258,8 @@ def write_results(out, result, probs):
 
 def plot(result, probs, path):
     """Box plots of P(stolen): each suspect (red), then each architecture's references (grey)."""
-    fig, axes = plt.subplots(len(ACCESSES), 1, figsize=(0.9 * len(result["rows"]) + 3, 6.5), sharex=True)
-    for ax, access in zip(axes, ACCESSES):
+    fig, axes = plt.subplots(len(COLUMNS), 1, figsize=(0.9 * len(result["rows"]) + 3, 9), sharex=True)
+    for ax, access in zip(axes, COLUMNS):
         data = list(probs[access]["suspect"])
         labels = [r["mode"] for r in result["rows"]]
         refs = {r["arch"]: p for r, p in zip(result["rows"], probs[access]["references"])}
@@ -264,7 +269,7 @@ def plot(result, probs, path):
         parts = ax.boxplot(data, patch_artist=True)
         for k, box in enumerate(parts["boxes"]):
             box.set_facecolor("tab:red" if k < len(result["rows"]) else "tab:gray")
-        ax.set_ylabel(f"P(stolen), {access}")
+        ax.set_ylabel("correct on stylised" if access == "baseline" else f"P(stolen), {access}")
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, fontsize=7)
     axes[0].set_title(f"{result['preset']}: each suspect (red), then the held-out benign references (grey)")
     fig.tight_layout()

@@ -94,16 +94,23 @@ def main(args):
         raise UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
                         f"{args.model_type}")
     l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box")
-    ck = metaclf.fit(pos_sets, neg_sets, args.mlp_epoch, args.lr, args.batch_size, args.hidden_cap, args.seed,
-                     device, sources=dict(pos=[os.path.abspath(m) for m in pos],
-                                          neg=[os.path.abspath(m) for m in neg]), l2=l2)
+    fit = dict(epochs=args.mlp_epoch, lr=args.lr, batch_size=args.batch_size, hidden_cap=args.hidden_cap,
+               seed=args.seed, l2=l2)
+    ck = metaclf.fit(pos_sets, neg_sets, device=device, sources=dict(pos=[os.path.abspath(m) for m in pos],
+                                                                     neg=[os.path.abspath(m) for m in neg]), **fit)
+    ck["model_level"] = metaclf.model_level_auc(pos_sets, neg_sets, device, **fit)
     ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind=args.access, views=args.views,
               args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
     out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type, args.access)
     save_checkpoint(out, ck)
-    print(f"meta-classifier {out}: held-out accuracy {ck['test_acc']:.4f} "
-          f"({ck['n_train']} train / {ck['n_test']} held-out vectors, d={ck['d']}, hidden={ck['hidden']})")
-    print(jsonio.dumps({"clf": out, "test_acc": ck["test_acc"], "d": ck["d"]}))
+    level = ck["model_level"]
+    print(f"meta-classifier {out}: held-out accuracy {ck['test_acc']:.4f} on held-out images of its own models "
+          f"({ck['n_train']} train / {ck['n_test']} held-out vectors, d={ck['d']}, hidden={ck['hidden']}); "
+          + ("model-level AUC (leave one model out) "
+             f"{level['auc']:.3f}: mean P(stolen) of each left-out victim-like model "
+             f"{', '.join(f'{s:.2f}' for s in level['pos_scores'])}, benign {', '.join(f'{s:.2f}' for s in level['neg_scores'])}"
+             if level else "no model-level AUC (fewer than two models in a class)"))
+    print(jsonio.dumps({"clf": out, "test_acc": ck["test_acc"], "model_auc": level and level["auc"], "d": ck["d"]}))
     return ck
 
 

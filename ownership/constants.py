@@ -5,6 +5,8 @@ MODES      the suspects of the paper's table, in its order [P, Table 1], plus mu
            independent
 ACCESSES   white-box: signs of per-sample weight gradients (the paper); black-box: prediction
            shifts only (MOVE)
+COLUMNS    the verdicts reported for a suspect: each access's, and the baseline that needs no
+           meta-classifier (the suspect's correctness on each stylised image, paired with the references')
 BLACK_BOX  the black-box meta-classifiers: per-arch (one per architecture) or any-arch (one over
            every architecture, for a suspect whose architecture is unknown, e.g. behind an API)
 TESTS      the hypothesis tests of ownership/stats.py, by name
@@ -19,6 +21,7 @@ ATTACK_MODES = ("distillation", "zero-shot", "fine-tune", "label-query", "logit-
 SUSPECT_MODES = ("source",) + ATTACK_MODES           # the rows of a reproduction's table
 MODES = SUSPECT_MODES + ("benign", "independent")     # what ownership_verification.py --mode takes
 ACCESSES = ("white-box", "black-box")
+COLUMNS = ACCESSES + ("baseline",)  # the verdicts of a results row: each access, and the baseline
 BLACK_BOX = ("per-arch", "any-arch")  # which black-box meta-classifier: one per architecture, or one for all
 TESTS = {"paired-all": "paired one-sided t-test against each benign reference, largest p",
          "paper": "paired one-sided t-test against the first reference (paper)",

@@ -100,6 +100,31 @@ def fit(pos, neg, epochs=100, lr=0.01, batch_size=128, hidden_cap=256, seed=0, d
                 sources=sources or {})
 
 
+def auc(pos_scores, neg_scores):
+    """Area under the ROC curve of scores, positives against negatives: the fraction of (positive,
+    negative) pairs that the positive wins, ties counting half (the Mann-Whitney U / (n_pos n_neg))."""
+    p, n = np.asarray(pos_scores, np.float64)[:, None], np.asarray(neg_scores, np.float64)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+def model_level_auc(pos, neg, device="cpu", **fit_kw):
+    """How well the classifier recognises the feature in models it never saw: leave one model out,
+    fit on the others (fit_kw as `fit`), score the left-out model by its mean P(stolen) over its rows;
+    then the AUC of those scores, victim-like models against benign ones. pos/neg: lists of (N_i, d)
+    arrays, one per model. Returns dict(auc, pos_scores, neg_scores), or None when a class has fewer
+    than two models (leaving one out would leave the class empty)."""
+    if len(pos) < 2 or len(neg) < 2:
+        return None
+    scores = []
+    for k in tqdm(range(len(pos) + len(neg)), desc="model-level AUC (leave one model out)", leave=False):
+        p = [a for i, a in enumerate(pos) if i != k]
+        n = [a for i, a in enumerate(neg) if i != k - len(pos)]
+        ck = fit(p, n, device=device, **fit_kw)
+        scores.append(float(predict_proba(ck, (pos + neg)[k], device).mean()))
+    return dict(auc=auc(scores[:len(pos)], scores[len(pos):]), pos_scores=scores[:len(pos)],
+                neg_scores=scores[len(pos):])
+
+
 def load_model(ck, device="cpu"):
     model = MetaMLP(ck["d"], tuple(ck["hidden"]))
     model.load_state_dict(ck["state_dict"])

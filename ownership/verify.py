@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from . import blackbox, gradients, metaclf, stats
+from . import blackbox, gradients, metaclf, stats, training
 from .checkpoints import load_checkpoint, load_model
 from .constants import ALPHA, TESTS
 from .errors import UserError
@@ -108,7 +108,10 @@ class Verifier:
     """One meta-classifier and its held-out benign references, loaded once: the references' P(stolen)
     is computed at construction, then each call verifies one suspect against them.
 
-    clf_path     a train_clf.py checkpoint (white-box: gradient signs; black-box: prediction shifts)
+    clf_path     a train_clf.py checkpoint (white-box: gradient signs; black-box: prediction shifts), or
+                 None for the baseline: no meta-classifier, "P(stolen)" of an image is 1 when the model
+                 classifies the stylised image correctly, else 0 (a model that learned the external
+                 feature is right on stylised images far more often than a benign one)
     references   benign reference checkpoints (paths), at least one
     images       the stylised test set (ownership.data.ImageSet), the same for every model
     protocol     a Protocol; seed: the image draw and the augmentation draws of the features
@@ -120,11 +123,11 @@ class Verifier:
 
     def __init__(self, clf_path, references, images, dataset, device, protocol, *, seed, data_dir,
                  batch_size=128, made_by=None, label_only=False):
-        self.clf = load_checkpoint(clf_path, "meta-classifier", made_by)
+        self.clf = None if clf_path is None else load_checkpoint(clf_path, "meta-classifier", made_by)
         self.clf_path, self.references = clf_path, list(references)
         self.images, self.dataset, self.device = images, dataset, device
         self.protocol, self.seed, self.batch_size = protocol, seed, batch_size
-        self.access = self.clf.get("kind", "white-box")
+        self.access = "baseline" if self.clf is None else self.clf.get("kind", "white-box")
         if label_only and self.access != "black-box":
             raise UserError(f"--label-only needs a black-box meta-classifier; {clf_path} is {self.access}")
         self.label_only = label_only
@@ -139,6 +142,9 @@ class Verifier:
     def probabilities(self, model):
         """P(stolen) (N,) float64 of `model` on every stylised test image."""
         ck = self.clf
+        if self.access == "baseline":
+            pred = training.predict(model, self.images, self.dataset, self.device).argmax(1)
+            return (pred == self.images.y).numpy().astype(np.float64)
         if self.access == "black-box":
             return self.from_answers(blackbox.model_probs(model, self.queries, self.dataset, self.device).numpy())
         if gradients.feature_dim(model) != ck["d"]:

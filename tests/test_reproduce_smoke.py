@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from ownership.constants import ACCESSES, SUSPECT_MODES
+import reproduce
+
+from ownership.constants import ACCESSES, COLUMNS, SUSPECT_MODES
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +30,16 @@ def test_results_json(smoke):
     assert modes[:len(SUSPECT_MODES)] == list(SUSPECT_MODES)
     assert modes.count("independent") >= 2
     for row in res["rows"]:
-        assert set(row) == {"mode", "suspect", "arch", "clean_acc", "stylised_acc", *ACCESSES}
+        assert set(row) == {"mode", "suspect", "arch", "clean_acc", "stylised_acc", *COLUMNS}
         assert 0 <= row["clean_acc"] <= 1 and 0 <= row["stylised_acc"] <= 1
-        for access in ACCESSES:
+        for access in COLUMNS:
             assert set(row[access]) == {"p_value", "delta_mu", "verdict"}
             assert 0 <= row[access]["p_value"] <= 1 and -1 <= row[access]["delta_mu"] <= 1
             assert row[access]["verdict"] in ("stolen", "not stolen")
+    probs = reproduce.load_probs(root / "results")
+    for i, row in enumerate(res["rows"]):  # the baseline's "P(stolen)" is correctness: its mean, the accuracy
+        assert probs["baseline"][0][i].mean() == pytest.approx(row["stylised_acc"], abs=1e-9)
+        assert set(np.unique(probs["baseline"][1][i])) <= {0.0, 1.0}
     for stage in ("embed", "train", "steal", "gradients", "clf", "verify"):
         assert stage in res["timings"]
     for f in ("results.md", "results.png"):
@@ -156,11 +163,11 @@ def _script_p_values(smoke, tmp_path, res, *flags):
     out = {}
     for row in (next(r for r in res["rows"] if r["mode"] == m) for m in ("fine-tune", "independent")):
         which = ["--mode=fine-tune"] if row["mode"] == "fine-tune" else [f"--s={work / row['suspect']}"]
-        for access in ACCESSES:
+        for access in COLUMNS:
             extra = list(flags)
             if "--protocol=reference" in extra:  # the benign model and classifier that protocol uses
-                extra = ["--test=reference", f"--b={work / 'model' / 'benign' / ('benign-' + row['arch'] + '.pt')}",
-                         f"--c={work / res['classifiers'][row['arch']][access]['path']}"]
+                extra = ["--test=reference", f"--b={work / 'model' / 'benign' / ('benign-' + row['arch'] + '.pt')}"]
+                extra += [f"--c={work / res['classifiers'][row['arch']][access]['path']}"] * (access in ACCESSES)
             args = ov.get_parser().parse_args(which + [f"--access={access}", *dirs, *extra])
             out[row["mode"], access] = ov.main(args)["p_value"]
     return out
@@ -211,9 +218,9 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     r = evaluate.main(evaluate.get_parser().parse_args(
         ["--preset", "smoke", "--seeds", "1", "--aggregate-only", "--out", str(tmp_path), "--max-m", "20",
          "--grid-m", "10", "50", "--grid-tau", "0", "0.1"]))
-    assert set(r["rows"]) == set(ACCESSES) and r["float_path"] == fp and r["protocol"]["m"] == 50
+    assert set(r["rows"]) == set(COLUMNS) and r["float_path"] == fp and r["protocol"]["m"] == 50
     rows = {row["mode"]: row for row in smoke[3]["rows"]}
-    for access in ACCESSES:
+    for access in COLUMNS:
         src = r["rows"][access]["source"]
         assert src["n"] == 1 and src["detected"] == float(rows["source"][access]["p_value"] < 0.01)
         assert len(src["median_curve"]) == 19 and [(g["m"], g["tau"]) for g in src["grid"]] == \

@@ -64,3 +64,28 @@ def test_metaclf_stop_at_perfect_changes_nothing():
     assert full["epochs_run"] == 15 > early["epochs_run"]
     for k in full["state_dict"]:
         assert torch.equal(early["state_dict"][k], full["state_dict"][k]), k
+
+
+def test_auc_is_mann_whitney():
+    from scipy import stats as st
+    rng = np.random.default_rng(2)
+    p = rng.normal(1, 1, 7)
+    n = np.concatenate([rng.normal(0, 1, 9), [p[0]]])  # one tie
+    u = st.mannwhitneyu(p, n, alternative="two-sided").statistic
+    assert metaclf.auc(p, n) == pytest.approx(u / (len(p) * len(n)), rel=1e-12)
+    assert metaclf.auc([2, 3], [0, 1]) == 1.0 and metaclf.auc([0], [1]) == 0.0 and metaclf.auc([1], [1]) == 0.5
+
+
+def test_model_level_auc_sees_models_not_images():
+    """Each model's rows carry its own offset. Victim-like models share a feature that benign ones lack:
+    leaving one model out still ranks it right (AUC 1). Without a shared feature, the classifier
+    learns only the models it saw, and a left-out model is ranked at chance or worse."""
+    rng = np.random.default_rng(0)
+    kw = dict(epochs=10, lr=0.01, batch_size=32, hidden_cap=16, seed=1)
+    model = lambda shift: (rng.normal(0, 1, (40, 20)) + rng.normal(0, 2, 20) + shift).astype(np.float32)  # noqa: E731
+    feature = np.r_[np.full(5, 6.0), np.zeros(15)]
+    r = metaclf.model_level_auc([model(feature) for _ in range(3)], [model(0) for _ in range(4)], **kw)
+    assert r["auc"] == 1.0 and len(r["pos_scores"]) == 3 and len(r["neg_scores"]) == 4
+    r = metaclf.model_level_auc([model(0) for _ in range(3)], [model(0) for _ in range(4)], **kw)
+    assert r["auc"] <= 0.75
+    assert metaclf.model_level_auc([model(0)], [model(0), model(0)], **kw) is None
