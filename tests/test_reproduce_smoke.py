@@ -38,7 +38,7 @@ def test_results_json(smoke):
             assert row[access]["verdict"] in ("stolen", "not stolen")
     probs = reproduce.load_probs(root / "results")
     for i, row in enumerate(res["rows"]):  # the baseline's "P(stolen)" is correctness: its mean, the accuracy
-        assert probs["baseline"][0][i].mean() == pytest.approx(row["stylised_acc"], abs=1e-9)
+        assert probs["baseline"][0][i].mean() == pytest.approx(row["stylised_acc"], abs=1e-6)  # a float32 mean
         assert set(np.unique(probs["baseline"][1][i])) <= {0.0, 1.0}
     for stage in ("embed", "train", "steal", "gradients", "clf", "verify"):
         assert stage in res["timings"]
@@ -112,6 +112,7 @@ def _sha256(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+@pytest.mark.slow  # a second smoke run from nothing (about 2 minutes)
 def test_killed_run_resumes_to_identical_results(smoke, tmp_path):
     """Kill reproduce.py part-way (SIGKILL, after a few stages), rerun it: the results are
     bit-identical to the uninterrupted run's - which also shows that the same seed gives the same
