@@ -8,7 +8,8 @@ models stolen from it) predicts x' like x; a benign model does not.
 
 Three steps, shared by the weights path (verify.py, train_clf.py) and the API path (ownership/api.py),
 so both see the same pixels and the same arithmetic:
-  queries()            the images to ask about, uint8, augmentation done in pixel space (exact as PNG)
+  queries()            the images to ask about, uint8, augmentation done in pixel space (exact as PNG;
+                       data.augment on uint8)
   model_probs()        a model's softmax on those queries (the weights path; an API answers instead)
   features_from_probs  per-query probability vectors -> the feature matrix
 Query order is image-major: for image i, row i*(K+1) is the original x_i, then v_0(x'_i) .. v_{K-1}(x'_i).
@@ -16,42 +17,13 @@ Query order is image-major: for image i, row i*(K+1) is the original x_i, then v
 import torch
 import torch.nn.functional as F
 
-from .data import augment_draws, batches, load_dataset, normalise
+from .data import augment, batches, load_dataset, normalise
 from .errors import UserError
-from .presets import DATASETS
 
 
 def originals(styled, dataset, data_dir, split):
     """The clean images that the stylised set `styled` was made from (same order)."""
     return load_dataset(dataset, data_dir)[split].x[styled.idx]
-
-
-def augment_uint8(x, dataset, generator):
-    """The training transform on uint8 images (N, C, H, W) -> uint8, same shape. It takes the same
-    random numbers from `generator` as data.augment (augment_draws). crop_flip pads with pixel value 0
-    (as torchvision's RandomCrop(padding) does before normalisation) and crops/flips by indexing, so it
-    is exact; rotate_flip rotates in float (bilinear, zero fill) and rounds to uint8: the rounded image
-    is the query, so the weights path and an API see the same pixels."""
-    d = DATASETS[dataset]
-    n, c, h, w = x.shape
-    draws = augment_draws(n, dataset, generator)
-    flip = draws[0]
-    if d["augment"] == "crop_flip":
-        p = d["pad"]
-        oy, ox = draws[1], draws[2]
-        xp = F.pad(x, (p, p, p, p))  # uint8, zeros
-        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-        x = xp[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    else:  # rotate_flip
-        ang = draws[1]
-        cos, sin = torch.cos(ang), torch.sin(ang)
-        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1),
-                             torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
-        xf = x.float()
-        grid = F.affine_grid(theta, xf.shape, align_corners=False)
-        x = F.grid_sample(xf, grid, align_corners=False, padding_mode="zeros").round().clamp(0, 255).to(torch.uint8)
-    return torch.where(flip[:, None, None, None], x.flip(3), x).contiguous()
 
 
 def view_names(views):
@@ -68,7 +40,7 @@ def queries(styled, clean_x, dataset, views=4, seed=0):
         raise ValueError(f"views must be at least 1, got {views}")
     gen = torch.Generator().manual_seed(seed)
     xs = styled.x
-    vs = [clean_x, xs] + [augment_uint8(xs, dataset, gen) for _ in range(views - 1)]
+    vs = [clean_x, xs] + [augment(xs, dataset, gen) for _ in range(views - 1)]  # on uint8: exact pixels
     return torch.stack(vs, 1).reshape(-1, *xs.shape[1:]).contiguous()
 
 

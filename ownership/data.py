@@ -301,7 +301,10 @@ def augment_draws(n, dataset, generator):
 def augment(x, dataset, generator):
     """The reference's training transform, batched: crop with zero padding + horizontal flip
     (CIFAR, Fashion-MNIST) or rotation up to 20 degrees + flip (ImageNet-20). `generator` is a CPU
-    torch.Generator so results do not depend on the device."""
+    torch.Generator so results do not depend on the device. x (N, C, H, W) is normalised floats (the
+    padding is then 0 after normalisation, as in training) or uint8 pixels (padding pixel value 0, as
+    torchvision's RandomCrop; a rotation is rounded back to uint8): the black-box queries, which must
+    be exact as PNG files (ownership/blackbox.py)."""
     d = DATASETS[dataset]
     n, c, h, w = x.shape
     draws = augment_draws(n, dataset, generator)
@@ -317,12 +320,14 @@ def augment(x, dataset, generator):
     else:  # rotate_flip
         ang = draws[1]
         cos, sin = torch.cos(ang), torch.sin(ang)
+        xf = x.float() if x.dtype == torch.uint8 else x
         theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1),
-                             torch.stack([sin, cos, torch.zeros(n)], 1)], 1).to(x)
-        grid = F.affine_grid(theta, x.shape, align_corners=False)
-        x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+                             torch.stack([sin, cos, torch.zeros(n)], 1)], 1).to(xf)
+        grid = F.affine_grid(theta, xf.shape, align_corners=False)
+        rotated = F.grid_sample(xf, grid, align_corners=False, padding_mode="zeros")
+        x = rotated.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else rotated
     flip = flip.to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    return torch.where(flip[:, None, None, None], x.flip(3), x).contiguous()
 
 
 def batches(n, batch_size, shuffle=False, generator=None, drop_last=False):
