@@ -23,7 +23,7 @@ from ownership import checkpoints
 from ownership.checkpoints import model_record, save_checkpoint
 from ownership.data import role_data
 from ownership.presets import DATASETS, PRESETS, get_preset
-from ownership.training import accuracy, amp_name, train
+from ownership.training import accuracy, amp_name, recipe, train
 
 SUBSET = 0.75  # fraction of the part that the other-seed models (--tag -s<k>) train on
 ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
@@ -84,7 +84,7 @@ def main(args):
     start = time.time()
     train(model, images, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], momentum=cfg["momentum"],
           wd=cfg["wd"], device=device, seed=init_seed, amp=args.amp, desc=f"{args.role} {arch}{args.tag}",
-          state_path=state)
+          state_path=state, **recipe(cfg))
     metrics = dict(clean_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "test"), dataset, device),
                    stylised_acc=accuracy(model, role_data(preset, args.data_dir, args.seed, "styled-test", args.gamma),
                                          dataset, device),

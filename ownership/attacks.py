@@ -21,12 +21,13 @@ from . import distributed as dd
 from . import seeds
 from .checkpoints import load_checkpoint, save_checkpoint
 from .data import ImageSet
-from .training import autocast, predict, train
+from .training import autocast, predict, recipe, train
 
 
 def distillation(victim, student, data, dataset, cfg, device, seed, **kw):
     return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
-                 seed=seed, teacher=victim, temperature=cfg.get("temperature", 1.0), desc="distillation", **kw)
+                 seed=seed, teacher=victim, temperature=cfg.get("temperature", 1.0), desc="distillation", **recipe(cfg),
+                 **kw)
 
 
 def _labelled_by_victim(victim, data, dataset, device):
@@ -36,7 +37,7 @@ def _labelled_by_victim(victim, data, dataset, device):
 def label_query(victim, student, data, dataset, cfg, device, seed, desc="label-query", **kw):
     """Train `student` on `data` labelled by the victim's argmax (one query per image)."""
     return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc=desc, **kw)
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc=desc, **recipe(cfg), **kw)
 
 
 def fine_tune(victim, data, dataset, cfg, device, seed, **kw):
@@ -46,7 +47,7 @@ def fine_tune(victim, data, dataset, cfg, device, seed, **kw):
 def logit_query(victim, student, data, dataset, cfg, device, seed, **kw):
     soft = predict(victim, data, dataset, device)
     return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
-                 seed=seed, soft=soft, desc="logit-query", **kw)
+                 seed=seed, soft=soft, desc="logit-query", **recipe(cfg), **kw)
 
 
 class Generator(nn.Module):

@@ -34,6 +34,9 @@ ATTACK_MODES = ["distillation", "zero-shot", "fine-tune", "label-query", "logit-
 MODES = ["source"] + ATTACK_MODES + ["benign", "independent"]
 
 _SGD = dict(momentum=0.9, wd=5e-4)  # [DI]
+# The training recipe every train() call of a preset names (ownership.training.recipe): the dataset's
+# augmentation or none ("flip": its flip alone), label smoothing of hard targets, lr schedule.
+_REF = dict(augment=True, label_smoothing=0.0, schedule="triangular")  # [R] transforms, [DI] schedule
 
 PRESETS = {
     # Embedded default: Fashion-MNIST on a 2-core CPU in minutes.
@@ -44,12 +47,12 @@ PRESETS = {
         eval_test=2000,                    # clean test images for the accuracy columns
         style=dict(steps=30, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
                    image_size=28, style_scale=2),   # measured in docs/STYLE.md
-        train=dict(epochs=3, lr=0.1, batch=128, **_SGD),
+        train=dict(epochs=3, lr=0.1, batch=128, **_SGD, **_REF),
         attacks={
-            "distillation": dict(epochs=3, lr=0.1, batch=128, temperature=1.0, data="victim"),
-            "fine-tune": dict(epochs=2, lr=0.01, batch=128),
-            "label-query": dict(epochs=3, lr=0.1, batch=128),
-            "logit-query": dict(epochs=3, lr=0.1, batch=128),
+            "distillation": dict(epochs=3, lr=0.1, batch=128, temperature=1.0, data="victim", **_REF),
+            "fine-tune": dict(epochs=2, lr=0.01, batch=128, **_REF),
+            "label-query": dict(epochs=3, lr=0.1, batch=128, **_REF),
+            "logit-query": dict(epochs=3, lr=0.1, batch=128, **_REF),
             "zero-shot": dict(iterations=40, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100,
                               gen_width=16),
         },
@@ -74,12 +77,12 @@ PRESETS = {
         eval_test=500,
         style=dict(steps=20, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
                    image_size=28, style_scale=2),
-        train=dict(epochs=2, lr=0.05, batch=64, **_SGD),
+        train=dict(epochs=2, lr=0.05, batch=64, **_SGD, **_REF),
         attacks={
-            "distillation": dict(epochs=2, lr=0.05, batch=64, temperature=1.0, data="victim"),
-            "fine-tune": dict(epochs=1, lr=0.01, batch=64),
-            "label-query": dict(epochs=2, lr=0.05, batch=64),
-            "logit-query": dict(epochs=2, lr=0.05, batch=64),
+            "distillation": dict(epochs=2, lr=0.05, batch=64, temperature=1.0, data="victim", **_REF),
+            "fine-tune": dict(epochs=1, lr=0.01, batch=64, **_REF),
+            "label-query": dict(epochs=2, lr=0.05, batch=64, **_REF),
+            "logit-query": dict(epochs=2, lr=0.05, batch=64, **_REF),
             "zero-shot": dict(iterations=10, batch=64, student_steps=5, lr_g=1e-3, lr_s=0.05, z_dim=100,
                               gen_width=16),
         },
@@ -97,12 +100,12 @@ PRESETS = {
         # style: not tuned at this scale (no CIFAR offline); fmnist's relative weights, see docs/STYLE.md
         style=dict(steps=200, lr=0.05, style_weight=1.0, content_weight=1.0, luminance=False,
                    image_size=64, style_scale=2),
-        train=dict(epochs=50, lr=0.1, batch=128, **_SGD),               # victim/benign: WRN-28-10
+        train=dict(epochs=50, lr=0.1, batch=128, **_SGD, **_REF),        # victim/benign: WRN-28-10
         attacks={
-            "distillation": dict(epochs=50, lr=0.1, batch=1000, temperature=1.0, data="victim"),  # [DI]
-            "fine-tune": dict(epochs=5, lr=0.01, batch=1000),                                  # [DI]
-            "label-query": dict(epochs=20, lr=0.1, batch=1000),                                # [DI]
-            "logit-query": dict(epochs=20, lr=0.1, batch=1000),                                # [DI]
+            "distillation": dict(epochs=50, lr=0.1, batch=1000, temperature=1.0, data="victim", **_REF),  # [DI]
+            "fine-tune": dict(epochs=5, lr=0.01, batch=1000, **_REF),                                  # [DI]
+            "label-query": dict(epochs=20, lr=0.1, batch=1000, **_REF),                                # [DI]
+            "logit-query": dict(epochs=20, lr=0.1, batch=1000, **_REF),                                # [DI]
             "zero-shot": dict(iterations=80000, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1,
                               z_dim=100),  # budget [Z] 80k iterations; DFAD 5 student steps/gen step
         },
@@ -117,12 +120,12 @@ PRESETS = {
         styled_test=500,
         style=dict(steps=200, lr=0.05, style_weight=1.0, content_weight=1.0, luminance=False,
                    image_size=224, style_scale=2),  # not tuned at this scale, see docs/STYLE.md
-        train=dict(epochs=50, lr=0.1, batch=128, **_SGD),
+        train=dict(epochs=50, lr=0.1, batch=128, **_SGD, **_REF),
         attacks={
-            "distillation": dict(epochs=50, lr=0.1, batch=256, temperature=1.0, data="victim"),
-            "fine-tune": dict(epochs=5, lr=0.01, batch=256),
-            "label-query": dict(epochs=20, lr=0.1, batch=256),
-            "logit-query": dict(epochs=20, lr=0.1, batch=256),
+            "distillation": dict(epochs=50, lr=0.1, batch=256, temperature=1.0, data="victim", **_REF),
+            "fine-tune": dict(epochs=5, lr=0.01, batch=256, **_REF),
+            "label-query": dict(epochs=20, lr=0.1, batch=256, **_REF),
+            "logit-query": dict(epochs=20, lr=0.1, batch=256, **_REF),
             "zero-shot": dict(iterations=20000, batch=64, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100),
         },
         independents=[("resnet18-imgnet", 101), ("resnet34-imgnet", 102)],
