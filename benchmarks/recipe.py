@@ -73,7 +73,7 @@ def main(args):
         elif args.attack in ("distillation", "multi-stage"):
             mixed = role_data(preset, args.data_dir, args.seed, "victim-mixed")
             model = attacks.distillation(victim, get_model(arch, 10, 1), mixed, "fmnist", cfg, "cpu", seed, **kw)
-            images = work(len(mixed), args.epochs, args.batch) * 2  # + the teacher's forward passes (~1/3 each)
+            images = work(len(mixed), args.epochs, args.batch)  # training images (the victim's queries not counted)
             if args.attack == "multi-stage":
                 ft = dict(cfg, epochs=args.ft_epochs, lr=args.ft_lr)
                 model = attacks.fine_tune_student(victim, model, attacker, "fmnist", ft, "cpu", seed, **kw)

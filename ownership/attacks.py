@@ -25,8 +25,17 @@ from .training import autocast, predict, recipe, train
 
 
 def distillation(victim, student, data, dataset, cfg, device, seed, **kw):
+    """KL to the victim's softmax at temperature T. Without augmentation every epoch shows the same
+    images, so the victim is queried once per image (its softened outputs reused every epoch, the
+    logit-query path) instead of once per image and epoch: the same targets, in fp32, for 1/epochs of
+    the queries (docs/BENCHMARKS.md "Training recipe")."""
+    temperature = cfg.get("temperature", 1.0)
+    if not cfg["augment"]:
+        soft = predict(victim, data, dataset, device, temperature=temperature)
+        return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
+                     seed=seed, soft=soft, temperature=temperature, desc="distillation", **recipe(cfg), **kw)
     return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
-                 seed=seed, teacher=victim, temperature=cfg.get("temperature", 1.0), desc="distillation", **recipe(cfg),
+                 seed=seed, teacher=victim, temperature=temperature, desc="distillation", **recipe(cfg),
                  **kw)
 
 

@@ -172,12 +172,12 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
 
 
 @torch.no_grad()
-def predict(model, images, dataset, device="cpu", batch=512):
-    """Softmax outputs (N, C) on un-augmented images."""
+def predict(model, images, dataset, device="cpu", batch=512, temperature=1.0):
+    """Softmax outputs (N, C) on un-augmented images, of the logits divided by `temperature`."""
     model.eval()
     out = []
     for idx in batches(len(images), batch):
-        out.append(F.softmax(model(normalise(images.x[idx], dataset, device)).float(), 1).cpu())
+        out.append(F.softmax(model(normalise(images.x[idx], dataset, device)).float() / temperature, 1).cpu())
     return torch.cat(out)
 
 
