@@ -8,6 +8,7 @@ Random 1x28x28 uint8 images, batch 128, SGD (momentum 0.9, wd 5e-4), cross-entro
 Settings, each timed --rounds times in turn (A, B, C, ..., A, B, C, ...) and reported as the median:
   loop-fp32 / loop-bf16   the project's loop (ownership.training.train), one epoch of --images
   step-fp32 / step-bf16   a bare training step (same model, channels_last) - the reference for ratios
+  step<B>-fp32/-bf16      the bare step at batch B (--small-batches): the cost per image of more steps
   contiguous-fp32         the bare step without channels_last
   vmap<K>-fp32/-bf16      K models trained as one batched computation (torch.func.stack_module_state +
                           functional_call under vmap; each model its own batch), images/s of all K together
@@ -94,6 +95,11 @@ def main(args):
         settings[f"loop-{prec}"] = (loop, 1)
     for prec, bf16 in (("fp32", False), ("bf16", True)):
         settings[f"step-{prec}"] = (step_runner(get_model(args.model, 10, 1), bf16), 1)
+    for sb in args.small_batches:
+        for prec, bf16 in (("fp32", False), ("bf16", True)):
+            r = step_runner(get_model(args.model, 10, 1), bf16)
+            settings[f"step{sb}-{prec}"] = ((lambda r, sb: lambda x, y: [r(x[i:i + sb], y[i:i + sb])
+                                                                         for i in range(0, len(y), sb)])(r, sb), 1)
     settings["contiguous-fp32"] = (step_runner(get_model(args.model, 10, 1), False, channels_last=False), 1)
     for k in args.vmap:
         for prec, bf16 in (("fp32", False), ("bf16", True)):
@@ -149,6 +155,7 @@ if __name__ == "__main__":
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--vmap", type=int, nargs="*", default=[2, 4], help="models per batched computation")
+    p.add_argument("--small-batches", type=int, nargs="*", default=[32, 64], help="bare step at these batches")
     p.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
     p.add_argument("--json", action="store_true")
     main(p.parse_args())
