@@ -37,6 +37,9 @@ _SGD = dict(momentum=0.9, wd=5e-4)  # [DI]
 # The training recipe every train() call of a preset names (ownership.training.recipe): the dataset's
 # augmentation or none ("flip": its flip alone), label smoothing of hard targets, lr schedule.
 _REF = dict(augment=True, label_smoothing=0.0, schedule="triangular")  # [R] transforms, [DI] schedule
+# Fashion-MNIST at a few epochs: no augmentation, label smoothing 0.1, one-cycle schedule; each beat the
+# reference's recipe at equal work (docs/BENCHMARKS.md, "Training recipe")
+_FMNIST = dict(augment=False, label_smoothing=0.1, schedule="onecycle")
 
 PRESETS = {
     # Embedded default: Fashion-MNIST on a 2-core CPU in minutes.
@@ -47,12 +50,16 @@ PRESETS = {
         eval_test=2000,                    # clean test images for the accuracy columns
         style=dict(steps=30, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
                    image_size=28, style_scale=2),   # measured in docs/STYLE.md
-        train=dict(epochs=3, lr=0.1, batch=128, **_SGD, **_REF),
-        attacks={
-            "distillation": dict(epochs=3, lr=0.1, batch=128, temperature=1.0, data="victim", **_REF),
-            "fine-tune": dict(epochs=2, lr=0.01, batch=128, **_REF),
-            "label-query": dict(epochs=3, lr=0.1, batch=128, **_REF),
-            "logit-query": dict(epochs=3, lr=0.1, batch=128, **_REF),
+        # victim, benign, references, independents (wrn16-1 and wrn10-1): 5 epochs of batch 32 without
+        # augmentation, label smoothing 0.1, one-cycle: 87.0 % clean / 85.0 % stylised (wrn16-1 victim),
+        # wrn10-1 >= 83 % also on the 75 % subsets; batch 32 both adds steps and runs more images/s than
+        # 128 on the CPU (docs/BENCHMARKS.md, "Training recipe"; was 3 epochs of 128, crop+flip: 75 %)
+        train=dict(epochs=5, lr=0.05, batch=32, **_SGD, **_FMNIST),
+        attacks={   # 3 epochs of batch 32 reach >= 95 % of the victim (docs/BENCHMARKS.md, "Training recipe")
+            "distillation": dict(epochs=3, lr=0.05, batch=32, temperature=1.0, data="victim", **_FMNIST),
+            "fine-tune": dict(epochs=2, lr=0.01, batch=32, **_FMNIST),
+            "label-query": dict(epochs=3, lr=0.05, batch=32, **_FMNIST),
+            "logit-query": dict(epochs=3, lr=0.05, batch=32, **_FMNIST),
             "zero-shot": dict(iterations=40, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100,
                               gen_width=16),
         },
@@ -77,12 +84,12 @@ PRESETS = {
         eval_test=500,
         style=dict(steps=20, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
                    image_size=28, style_scale=2),
-        train=dict(epochs=2, lr=0.05, batch=64, **_SGD, **_REF),
+        train=dict(epochs=2, lr=0.05, batch=32, **_SGD, **_FMNIST),   # fmnist's recipe, fewer epochs
         attacks={
-            "distillation": dict(epochs=2, lr=0.05, batch=64, temperature=1.0, data="victim", **_REF),
-            "fine-tune": dict(epochs=1, lr=0.01, batch=64, **_REF),
-            "label-query": dict(epochs=2, lr=0.05, batch=64, **_REF),
-            "logit-query": dict(epochs=2, lr=0.05, batch=64, **_REF),
+            "distillation": dict(epochs=2, lr=0.05, batch=32, temperature=1.0, data="victim", **_FMNIST),
+            "fine-tune": dict(epochs=1, lr=0.01, batch=32, **_FMNIST),
+            "label-query": dict(epochs=2, lr=0.05, batch=32, **_FMNIST),
+            "logit-query": dict(epochs=2, lr=0.05, batch=32, **_FMNIST),
             "zero-shot": dict(iterations=10, batch=64, student_steps=5, lr_g=1e-3, lr_s=0.05, z_dim=100,
                               gen_width=16),
         },
