@@ -76,6 +76,8 @@ def main(args):
             raise cli.UserError(f"--images {args.images}: give a positive number of images")
         images = images.subset(range(min(args.images, len(images))))
     cfg = dict(preset["train"])
+    if args.tag.startswith("-s") and args.role != "independent" and preset["clf_models"].get("subset_epochs"):
+        cfg["epochs"] = preset["clf_models"]["subset_epochs"]  # about the full models' steps on 75 % of the data
     if args.epochs:
         cfg["epochs"] = args.epochs
     model = get_model(arch, d["num_classes"], d["channels"])
