@@ -13,6 +13,10 @@ Settings, each timed --rounds times in turn (A, B, C, ..., A, B, C, ...) and rep
   vmap<K>-fp32/-bf16      K models trained as one batched computation (torch.func.stack_module_state +
                           functional_call under vmap; each model its own batch), images/s of all K together
   compile-fp32/-bf16      torch.compile (inductor) of the model; compile seconds reported separately
+  query-<T>-fp32/-bf16    the bare step plus a forward pass of teacher T (--teacher) on the same batch:
+                          distillation querying the victim every step (with augmentation); without
+                          augmentation the queries are made once (ownership.attacks.distillation), so the
+                          step alone is what an epoch costs
 Ratios are images/s against step-fp32 (> 1 is faster; for vmap, than training the K one after another). --json prints one JSON line.
 """
 import argparse
@@ -104,6 +108,16 @@ def main(args):
     for k in args.vmap:
         for prec, bf16 in (("fp32", False), ("bf16", True)):
             settings[f"vmap{k}-{prec}"] = (vmap_runner(args.model, k, bf16), k)
+    if args.teacher:
+        for prec, bf16 in (("fp32", False), ("bf16", True)):
+            teacher = get_model(args.teacher, 10, 1).eval().to(memory_format=torch.channels_last)
+            r = step_runner(get_model(args.model, 10, 1), bf16)
+
+            def query(x, y, r=r, teacher=teacher, bf16=bf16):
+                with torch.no_grad(), autocast(bf16):
+                    teacher(x.contiguous(memory_format=torch.channels_last))
+                r(x, y)
+            settings[f"query-{args.teacher}-{prec}"] = (query, 1)
     compile_s = {}
     if args.compile:
         for prec, bf16 in (("fp32", False), ("bf16", True)):
@@ -156,6 +170,7 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--vmap", type=int, nargs="*", default=[2, 4], help="models per batched computation")
     p.add_argument("--small-batches", type=int, nargs="*", default=[32, 64], help="bare step at these batches")
+    p.add_argument("--teacher", default=None, help="also time distillation's per-step victim query (e.g. wrn16-1)")
     p.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
     p.add_argument("--json", action="store_true")
     main(p.parse_args())
