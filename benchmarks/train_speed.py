@@ -17,7 +17,8 @@ Settings, each timed --rounds times in turn (A, B, C, ..., A, B, C, ...) and rep
                           distillation querying the victim every step (with augmentation); without
                           augmentation the queries are made once (ownership.attacks.distillation), so the
                           step alone is what an epoch costs
-Ratios are images/s against step-fp32 (> 1 is faster; for vmap, than training the K one after another). --json prints one JSON line.
+Ratios are images/s against step-fp32 (> 1 is faster; for vmap, than training the K one after another).
+--json prints one JSON line.
 """
 import argparse
 import copy

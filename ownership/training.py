@@ -71,6 +71,9 @@ def autocast(device, amp):
     return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
+RECIPE = ("augment", "label_smoothing", "schedule")
+
+
 def recipe(cfg):
     """The recipe keys of a preset's training or attack config, as train() takes them. Every preset
     names all three (no default here can disagree with a preset)."""
@@ -78,9 +81,6 @@ def recipe(cfg):
     if missing:
         raise UserError(f"training config {cfg} lacks {missing}; the presets give {list(RECIPE)}")
     return {k: cfg[k] for k in RECIPE}
-
-
-RECIPE = ("augment", "label_smoothing", "schedule")
 
 
 def soft_ce(logits, probs, temperature=1.0):
@@ -94,8 +94,8 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
     """Train `model` in place on ImageSet `images` and return it.
 
     `augment`: True for the dataset's training transform (data.augment) on every batch, "flip" for its
-    horizontal flip alone, False for none. `label_smoothing`
-    applies to hard targets (true labels, a teacher's argmax); soft targets are used as they are.
+    horizontal flip alone, False for none. `label_smoothing` applies to hard targets (true labels, a
+    teacher's argmax); soft targets are used as they are.
     `schedule`: 'triangular' or 'onecycle' (lr_at). The presets pass all three (ownership/presets.py).
 
     Under torchrun the model is wrapped in DistributedDataParallel: every rank shuffles with the same
@@ -148,8 +148,8 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
                 if teacher is not None:
                     with torch.no_grad():
                         t = teacher(x).float()
-                    loss = (F.cross_entropy(logits.float(), t.argmax(1), label_smoothing=label_smoothing) if teacher_hard
-                            else soft_ce(logits.float(), F.softmax(t / temperature, 1), temperature))
+                    loss = (F.cross_entropy(logits.float(), t.argmax(1), label_smoothing=label_smoothing)
+                            if teacher_hard else soft_ce(logits.float(), F.softmax(t / temperature, 1), temperature))
                 elif soft is not None:
                     loss = soft_ce(logits.float(), soft[idx].to(device), temperature)
                 else:
