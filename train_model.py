@@ -22,7 +22,7 @@ from ownership import distributed as dd
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.presets import DATASETS
-from ownership.training import save_trained, train
+from ownership.training import recipe, save_trained, train
 
 SUBSET = 0.75  # fraction of the part that the other-seed models (--tag -s<k>) train on
 ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
@@ -72,6 +72,8 @@ def main(args):
             raise UserError(f"--images {args.images}: give a positive number of images")
         images = images.subset(range(min(args.images, len(images))))
     cfg = dict(preset["train"])
+    if args.tag.startswith("-s") and args.role != "independent" and preset["clf_models"].get("subset_epochs"):
+        cfg["epochs"] = preset["clf_models"]["subset_epochs"]  # about the full models' steps on 75 % of the data
     if args.epochs:
         cfg["epochs"] = args.epochs
     model = get_model(arch, d["num_classes"], d["channels"])
@@ -80,7 +82,7 @@ def main(args):
     start = time.time()
     train(model, images, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], momentum=cfg["momentum"],
           wd=cfg["wd"], device=device, seed=init_seed, amp=args.amp, desc=f"{args.role} {arch}{args.tag}",
-          state_path=state)
+          state_path=state, **recipe(cfg))
     return save_trained(model, out, state, preset=preset, data_dir=args.data_dir, seed=args.seed, gamma=args.gamma,
                         device=device, amp=args.amp, start=start, arch=arch, role=args.role, init_seed=init_seed,
                         train=cfg, metrics=dict(train_images=len(images)))

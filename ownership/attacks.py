@@ -21,12 +21,22 @@ from . import distributed as dd
 from . import seeds
 from .checkpoints import load_checkpoint, save_checkpoint
 from .data import ImageSet
-from .training import autocast, predict, train
+from .training import autocast, predict, recipe, train
 
 
 def distillation(victim, student, data, dataset, cfg, device, seed, **kw):
+    """KL to the victim's softmax at temperature T. Without augmentation every epoch shows the same
+    images, so the victim is queried once per image (its softened outputs reused every epoch, the
+    logit-query path) instead of once per image and epoch: the same targets, in fp32, for 1/epochs of
+    the queries (docs/BENCHMARKS.md "Training recipe")."""
+    temperature = cfg.get("temperature", 1.0)
+    if not cfg["augment"]:
+        soft = predict(victim, data, dataset, device, temperature=temperature)
+        return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
+                     seed=seed, soft=soft, temperature=temperature, desc="distillation", **recipe(cfg), **kw)
     return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
-                 seed=seed, teacher=victim, temperature=cfg.get("temperature", 1.0), desc="distillation", **kw)
+                 seed=seed, teacher=victim, temperature=temperature, desc="distillation", **recipe(cfg),
+                 **kw)
 
 
 def _labelled_by_victim(victim, data, dataset, device):
@@ -36,7 +46,7 @@ def _labelled_by_victim(victim, data, dataset, device):
 def label_query(victim, student, data, dataset, cfg, device, seed, desc="label-query", **kw):
     """Train `student` on `data` labelled by the victim's argmax (one query per image)."""
     return train(student, _labelled_by_victim(victim, data, dataset, device), dataset, epochs=cfg["epochs"],
-                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc=desc, **kw)
+                 lr=cfg["lr"], batch=cfg["batch"], device=device, seed=seed, desc=desc, **recipe(cfg), **kw)
 
 
 def fine_tune(victim, data, dataset, cfg, device, seed, **kw):
@@ -46,7 +56,7 @@ def fine_tune(victim, data, dataset, cfg, device, seed, **kw):
 def logit_query(victim, student, data, dataset, cfg, device, seed, **kw):
     soft = predict(victim, data, dataset, device)
     return train(student, data, dataset, epochs=cfg["epochs"], lr=cfg["lr"], batch=cfg["batch"], device=device,
-                 seed=seed, soft=soft, desc="logit-query", **kw)
+                 seed=seed, soft=soft, desc="logit-query", **recipe(cfg), **kw)
 
 
 class Generator(nn.Module):

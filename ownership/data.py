@@ -298,18 +298,21 @@ def augment_draws(n, dataset, generator):
     return flip, ang
 
 
-def augment(x, dataset, generator):
+def augment(x, dataset, generator, flip_only=False):
     """The reference's training transform, batched: crop with zero padding + horizontal flip
-    (CIFAR, Fashion-MNIST) or rotation up to 20 degrees + flip (ImageNet-20). `generator` is a CPU
-    torch.Generator so results do not depend on the device. x (N, C, H, W) is normalised floats (the
-    padding is then 0 after normalisation, as in training) or uint8 pixels (padding pixel value 0, as
-    torchvision's RandomCrop; a rotation is rounded back to uint8): the black-box queries, which must
-    be exact as PNG files (ownership/blackbox.py)."""
+    (CIFAR, Fashion-MNIST) or rotation up to 20 degrees + flip (ImageNet-20); with `flip_only`, the
+    flip alone (the generator advances the same). `generator` is a CPU torch.Generator so results do
+    not depend on the device. x (N, C, H, W) is normalised floats (the padding is then 0 after
+    normalisation, as in training) or uint8 pixels (padding pixel value 0, as torchvision's RandomCrop;
+    a rotation is rounded back to uint8): the black-box queries, which must be exact as PNG files
+    (ownership/blackbox.py)."""
     d = DATASETS[dataset]
     n, c, h, w = x.shape
     draws = augment_draws(n, dataset, generator)
     flip = draws[0]
-    if d["augment"] == "crop_flip":
+    if flip_only:
+        pass
+    elif d["augment"] == "crop_flip":
         p = d["pad"]
         oy, ox = draws[1].to(x.device), draws[2].to(x.device)
         xp = F.pad(x, (p, p, p, p))

@@ -1,12 +1,16 @@
 """The one training loop, used for victims, benign and independent models and every attack.
 
 Targets are true labels (cross-entropy), precomputed soft labels (KL to a queried softmax), or a
-teacher model queried on each augmented batch (distillation). Optimiser and schedule follow Dataset
-Inference [DI]: SGD, momentum 0.9, wd 5e-4; the learning rate rises linearly from 0 to lr_max at
-40 % of training, falls to lr_max/10 at 80 % and to 0 at the end.
+teacher model queried on each augmented batch (distillation). Optimiser follows Dataset Inference
+[DI]: SGD, momentum 0.9, wd 5e-4. Schedules (lr_at): 'triangular' [DI] rises linearly from 0 to lr_max
+at 40 % of training, falls to lr_max/10 at 80 % and to 0 at the end; 'onecycle' (Smith & Topin 2019,
+torch's OneCycleLR shape) rises by a half cosine from lr_max/25 to lr_max over the first 25 % and
+falls by a half cosine to lr_max/25e4. Augmentation and label smoothing are the caller's (the preset's)
+choice; docs/BENCHMARKS.md "Training recipe" measures them.
 """
 import contextlib
 import functools
+import math
 import os
 import time
 
@@ -24,8 +28,21 @@ from .errors import UserError
 from .presets import DATASETS
 
 
-def lr_at(step, total, lr_max):
-    return float(np.interp(step, [0, 0.4 * total, 0.8 * total, total], [0, lr_max, lr_max / 10, 0]))
+SCHEDULES = ("triangular", "onecycle")
+
+
+def lr_at(step, total, lr_max, schedule="triangular"):
+    """The learning rate of step `step` of `total` (see the module docstring)."""
+    if schedule == "triangular":
+        return float(np.interp(step, [0, 0.4 * total, 0.8 * total, total], [0, lr_max, lr_max / 10, 0]))
+    if schedule == "onecycle":
+        warm = 0.25 * total
+        lo, end = lr_max / 25, lr_max / 25e4
+        if step < warm:
+            return float(lo + (lr_max - lo) * (1 - math.cos(math.pi * step / warm)) / 2)
+        t = (step - warm) / max(total - warm, 1)
+        return float(end + (lr_max - end) * (1 + math.cos(math.pi * min(t, 1.0))) / 2)
+    raise UserError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 @functools.cache
@@ -57,15 +74,32 @@ def autocast(device, amp):
     return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
+RECIPE = ("augment", "label_smoothing", "schedule")
+
+
+def recipe(cfg):
+    """The recipe keys of a preset's training or attack config, as train() takes them. Every preset
+    names all three (no default here can disagree with a preset)."""
+    missing = [k for k in RECIPE if k not in cfg]
+    if missing:
+        raise UserError(f"training config {cfg} lacks {missing}; the presets give {list(RECIPE)}")
+    return {k: cfg[k] for k in RECIPE}
+
+
 def soft_ce(logits, probs, temperature=1.0):
     """KL(probs || softmax(logits / T)) up to a constant, times T^2 (Hinton et al.)."""
     return -(probs * F.log_softmax(logits / temperature, 1)).sum(1).mean() * temperature ** 2
 
 
 def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, device="cpu", seed=0,
-          soft=None, teacher=None, teacher_hard=False, temperature=1.0, augment=True, amp="auto",
-          desc="train", state_path=None):
+          soft=None, teacher=None, teacher_hard=False, temperature=1.0, augment=True, label_smoothing=0.0,
+          schedule="triangular", amp="auto", desc="train", state_path=None):
     """Train `model` in place on ImageSet `images` and return it.
+
+    `augment`: True for the dataset's training transform (data.augment) on every batch, "flip" for its
+    horizontal flip alone, False for none. `label_smoothing` applies to hard targets (true labels, a
+    teacher's argmax); soft targets are used as they are.
+    `schedule`: 'triangular' or 'onecycle' (lr_at). The presets pass all three (ownership/presets.py).
 
     Under torchrun the model is wrapped in DistributedDataParallel: every rank shuffles with the same
     seed, takes its share of each global batch (batch // world images), and augments with a seed
@@ -75,6 +109,10 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
     run that finds the file resumes after its last finished epoch, with the same result as an
     uninterrupted run. The caller removes the file once the final checkpoint is written.
     """
+    if schedule not in SCHEDULES:
+        raise UserError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if augment not in (True, False, "flip"):
+        raise UserError(f"augment must be true, false or 'flip', got {augment!r}")
     model.to(device, memory_format=torch.channels_last).train()  # faster on CPU (oneDNN) and GPU
     net = model
     if dd.world() > 1:
@@ -104,21 +142,21 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
                 idx = idx[dd.shard(len(idx))]
             x = normalise(images.x[idx], dataset, device)
             if augment:
-                x = augment_batch(x, dataset, aug_gen if dd.world() > 1 else gen)
+                x = augment_batch(x, dataset, aug_gen if dd.world() > 1 else gen, flip_only=augment == "flip")
             x = x.contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, lr)
+                g["lr"] = lr_at(step, total, lr, schedule)
             with autocast(device, amp):
                 logits = net(x)
                 if teacher is not None:
                     with torch.no_grad():
                         t = teacher(x).float()
-                    loss = (F.cross_entropy(logits.float(), t.argmax(1)) if teacher_hard
-                            else soft_ce(logits.float(), F.softmax(t / temperature, 1), temperature))
+                    loss = (F.cross_entropy(logits.float(), t.argmax(1), label_smoothing=label_smoothing)
+                            if teacher_hard else soft_ce(logits.float(), F.softmax(t / temperature, 1), temperature))
                 elif soft is not None:
                     loss = soft_ce(logits.float(), soft[idx].to(device), temperature)
                 else:
-                    loss = F.cross_entropy(logits.float(), images.y[idx].to(device))
+                    loss = F.cross_entropy(logits.float(), images.y[idx].to(device), label_smoothing=label_smoothing)
             if not torch.isfinite(loss):
                 raise UserError(f"{desc}: the loss became {loss.item()} at step {step}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
@@ -137,12 +175,12 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
 
 
 @torch.no_grad()
-def predict(model, images, dataset, device="cpu", batch=512):
-    """Softmax outputs (N, C) on un-augmented images."""
+def predict(model, images, dataset, device="cpu", batch=512, temperature=1.0):
+    """Softmax outputs (N, C) on un-augmented images, of the logits divided by `temperature`."""
     model.eval()
     out = []
     for idx in batches(len(images), batch):
-        out.append(F.softmax(model(normalise(images.x[idx], dataset, device)).float(), 1).cpu())
+        out.append(F.softmax(model(normalise(images.x[idx], dataset, device)).float() / temperature, 1).cpu())
     return torch.cat(out)
 
 

@@ -7,6 +7,7 @@ import ownership.training as tr
 from network import get_model
 from ownership import metaclf
 from ownership.errors import UserError
+from ownership.presets import PRESETS
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -89,3 +90,47 @@ def test_model_level_auc_sees_models_not_images():
     r = metaclf.model_level_auc([model(0) for _ in range(3)], [model(0) for _ in range(4)], **kw)
     assert r["auc"] <= 0.75
     assert metaclf.model_level_auc([model(0)], [model(0), model(0)], **kw) is None
+
+
+def test_lr_schedules():
+    total, lr = 100, 0.1
+    tri = [tr.lr_at(s, total, lr, "triangular") for s in (0, 40, 80, 100)]
+    assert np.allclose(tri, [0, lr, lr / 10, 0])
+    one = [tr.lr_at(s, total, lr, "onecycle") for s in range(total + 1)]
+    assert one[0] == pytest.approx(lr / 25) and max(one) == pytest.approx(lr) and one[25] == pytest.approx(lr)
+    assert one[-1] == pytest.approx(lr / 25e4) and all(a >= b for a, b in zip(one[25:], one[26:]))
+    with pytest.raises(UserError, match="schedule"):
+        tr.lr_at(0, total, lr, "cosine")
+
+
+def test_every_preset_names_its_recipe():
+    for name, p in PRESETS.items():
+        cfgs = [p["train"]] + [c for mode, c in p["attacks"].items() if mode != "zero-shot"]
+        for cfg in cfgs:
+            r = tr.recipe(cfg)
+            assert r["augment"] in (True, False, "flip") and r["schedule"] in tr.SCHEDULES, (name, cfg)
+    with pytest.raises(UserError, match="lacks"):
+        tr.recipe(dict(epochs=1))
+
+
+def test_distillation_without_augmentation_queries_the_victim_once(monkeypatch):
+    """Soft targets computed once equal the per-step queries when no augmentation changes the images."""
+    from ownership import attacks
+    from ownership.data import ImageSet
+    g = torch.Generator().manual_seed(0)
+    images = ImageSet(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g),
+                      torch.randint(0, 10, (64,), generator=g), [str(i) for i in range(10)])
+    torch.manual_seed(0)
+    victim = get_model("wrn10-1", 10, 1).eval()
+    calls = []
+    monkeypatch.setattr(victim, "forward", lambda x, f=victim.forward: calls.append(len(x)) or f(x))
+    cfg = dict(epochs=3, lr=0.05, batch=16, temperature=2.0, augment=False, label_smoothing=0.1, schedule="onecycle")
+    torch.manual_seed(1)
+    once = attacks.distillation(victim, get_model("wrn10-1", 10, 1), images, "fmnist", cfg, "cpu", 5, amp="none")
+    assert sum(calls) == len(images)  # one query per image, not per image and epoch
+    torch.manual_seed(1)
+    every = tr.train(get_model("wrn10-1", 10, 1), images, "fmnist", epochs=3, lr=0.05, batch=16, seed=5,
+                     teacher=victim, temperature=2.0, augment=False, label_smoothing=0.1, schedule="onecycle",
+                     amp="none")
+    for a, b in zip(once.state_dict().values(), every.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4)
