@@ -18,6 +18,7 @@ import time
 
 import matplotlib
 import numpy as np
+import torch
 
 import embed_features
 import gradientset
@@ -61,6 +62,9 @@ def get_parser():
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
                         "gives them; the references likewise")
     cli.add_amp(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="models trained at once, each in its own process with cores/workers threads (default: 2 "
+                        "on a CPU with 2 or more cores, where small models leave threads idle; 1 on CUDA)")
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
     p.add_argument("--debug", action="store_true")
@@ -122,28 +126,28 @@ def main(args):
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
     st.run("embed", styled, embed_features, staged + ["--preview"])
 
-    # 2. the defender's models per architecture, and the independent models
+    # 2. the defender's models per architecture, and the independent models, several at once
+    cores = torch.get_num_threads()
+    workers = args.workers or (1 if device.type == "cuda" else min(2, cores))
+    pool = dict(workers=workers, threads=max(1, cores // workers))
     plans = {arch: model_plan(preset, arch, M, reference) for arch in archs}
-    for arch in archs:
-        for path, flags in sum(plans[arch].values(), []):
-            st.run("train", path, train_model, trained + ["--arch", arch] + flags, [styled])
+    jobs = {path: trained + ["--arch", arch] + flags for arch in archs for path, flags in sum(plans[arch].values(), [])}
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)
-        st.run("train", path, train_model, trained + ["--role", "independent", "--arch", arch, "--index", str(k)],
-               [styled])
+        jobs[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)]
         independents.append(("independent", path, arch))
+    st.run_all("train", [(path, train_model, argv, [styled]) for path, argv in jobs.items()], **pool)
     files = {arch: {purpose: [path for path, _ in models] for purpose, models in plan.items()}
              for arch, plan in plans.items()}
 
-    # 3. the attacks
+    # 3. the attacks (multi-stage fine-tunes the distillation student, so it comes after)
     victim = files[va]["pos"][0]
-    suspects = [("source", victim, va)]
-    for mode in ATTACK_MODES:
-        arch = paths.arch_for_mode(ds, mode)
-        path = paths.attack(M, mode, arch)
-        st.run("steal", path, steal, trained + ["--mode", mode], [victim, styled])
-        suspects.append((mode, path, arch))
+    suspects = [("source", victim, va)] + [(mode, paths.attack(M, mode, paths.arch_for_mode(ds, mode)),
+                                            paths.arch_for_mode(ds, mode)) for mode in ATTACK_MODES]
+    attack = lambda mode, path: (path, steal, trained + ["--mode", mode], [victim, styled])  # noqa: E731
+    st.run_all("steal", [attack(m, p) for m, p, _ in suspects[1:] if m != "multi-stage"], **pool)
+    st.run_all("steal", [attack(m, p) for m, p, _ in suspects[1:] if m == "multi-stage"], **pool)
     suspects += independents
 
     # 4. gradient sets and 5. meta-classifiers, per architecture and access, and one black-box classifier

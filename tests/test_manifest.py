@@ -88,3 +88,21 @@ def test_checksum_of_a_folder(tmp_path):
     (d / "sub" / "x.png").write_bytes(b"1")
     (d / "sub" / "x.png").rename(d / "sub" / "y.png")   # same bytes, another name
     assert reproduce.checksum(str(d)) != first
+
+
+def test_run_all_runs_jobs_in_worker_processes(tmp_path):
+    """Independent jobs in two single-thread worker processes: every output made, each job recorded,
+    and a rerun runs nothing."""
+    import toy_stage
+    manifest = str(tmp_path / "manifest.json")
+    outs = [str(tmp_path / f"{k}.txt") for k in range(4)]
+    jobs = [(o, toy_stage, ["--out", o, "--text", f"job{k}"], []) for k, o in enumerate(outs)]
+    st = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
+    assert st.run_all("toy", jobs, workers=2, threads=1) == 4
+    for k, o in enumerate(outs):
+        text, pid, threads = open(o).read().split()
+        assert text == f"job{k}" and int(pid) != os.getpid() and threads == "1"
+    done = json.load(open(manifest))
+    assert all(done[o]["outputs"] == {o: reproduce.checksum(o)} for o in outs) and "toy" in st.timings
+    again = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
+    assert again.run_all("toy", jobs, workers=2, threads=1) == 0
