@@ -87,28 +87,6 @@ PRESETS = {
         # (one over every architecture and all references, the one a suspect behind an API gets; docs/API.md)
         black_box="per-arch",
     ),
-    # A few hundred images end to end in about 90 s; used by the tests.
-    "smoke": dict(
-        dataset="fmnist", gamma=0.1,
-        split=dict(victim=1200, attacker=800, independent=600),
-        styled_test=200,
-        eval_test=500,
-        style=dict(steps=20, lr=0.05, style_weight=0.7, content_weight=1.0, luminance=True,
-                   image_size=28, style_scale=2),
-        train=dict(epochs=2, lr=0.05, batch=32, **_SGD, **_FMNIST),   # fmnist's recipe, fewer epochs
-        attacks={
-            "distillation": dict(epochs=2, lr=0.05, batch=32, temperature=1.0, data="victim", **_FMNIST),
-            "fine-tune": dict(epochs=1, lr=0.01, batch=32, **_FMNIST),
-            "label-query": dict(epochs=2, lr=0.05, batch=32, **_FMNIST),
-            "logit-query": dict(epochs=2, lr=0.05, batch=32, **_FMNIST),
-            "zero-shot": dict(iterations=10, batch=64, student_steps=5, lr_g=1e-3, lr_s=0.05, z_dim=100,
-                              gen_width=16),
-        },
-        independents=[("wrn10-1", 101), ("wrn16-1", 102)],
-        clf=dict(epochs=20, lr=0.01, batch=64, hidden_cap=128),
-        clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
-        m=50, tau=0.1, test="paired-all", black_box="per-arch",  # as fmnist
-    ),
     # Paper scale, one GPU. CIFAR-10 train is split disjointly: the paper's victim saw all 50k and the
     # attackers used other data [DI]; without that other data we split the 50k.
     "cifar10": dict(
@@ -154,6 +132,27 @@ PRESETS = {
         black_box="per-arch",  # as fmnist
     ),
 }
+
+
+def _changed(base, **changes):
+    """A deep copy of preset `base` with `changes` merged in, dict by dict (a value None removes the key)."""
+    out = copy.deepcopy(base)
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _changed(out[k], **v)
+        elif v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+# A few hundred images end to end, fmnist's recipe with fewer epochs and steps; used by the tests.
+PRESETS["smoke"] = _changed(
+    PRESETS["fmnist"], split=dict(victim=1200, attacker=800, independent=600), styled_test=200, eval_test=500,
+    style=dict(steps=20), train=dict(epochs=2), clf=dict(batch=64, hidden_cap=128),
+    attacks={"fine-tune": dict(epochs=1), "zero-shot": dict(iterations=10, batch=64, lr_s=0.05)},
+    clf_models=dict(subset_epochs=None))
 
 
 def get_preset(name, scale=1.0):
