@@ -10,7 +10,8 @@ training precision that --amp gives on this machine, so both paths can be studie
 results/<preset>/validity-<float path>[-<black-box>].{json,md,png} with, for each access: the fraction of
 seeds in which each attack is detected at the run's alpha (one verification per seed), the rate over
 every disjoint draw of m images, the median p and delta mu, the false-positive rate on independent
-models, the number of queried images m needed to reach p < alpha (sweep m = 2 ... --max-m on the
+models (the preset's, and its harder negatives: independent models trained with recipes the defender
+never used, reproduce.py --hard-negatives), the number of queried images m needed to reach p < alpha (sweep m = 2 ... --max-m on the
 first m images of a seeded order), and the rate over all draws on a grid of m and tau (--grid-m,
 --grid-tau), recomputed from the saved probabilities with the run's test (no model is run).
 """
@@ -83,7 +84,7 @@ def run_seeds(args, out, variant):
         else:
             print(f"== seed {seed}")
             argv = ["--preset", args.preset, "--seed", str(seed), "--scale", str(args.scale), "--amp", args.amp,
-                    "--workdir", work, "--out", results] + ["--gpu", str(args.gpu)] * (args.gpu is not None) \
+                    "--workdir", work, "--out", results, "--hard-negatives"] + ["--gpu", str(args.gpu)] * (args.gpu is not None) \
                 + ["--black-box", args.black_box] * (args.black_box is not None) + ["--label-only"] * args.label_only
             res = reproduce.main(reproduce.get_parser().parse_args(argv))
         runs.append((seed, res, reproduce.load_probs(results)))

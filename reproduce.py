@@ -62,6 +62,9 @@ def get_parser():
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
                         "gives them; the references likewise")
     cli.add_amp(p)
+    p.add_argument("--hard-negatives", action="store_true",
+                   help="also train and verify the preset's harder negatives: independent models trained with "
+                        "recipes the defender never used (the validity study)")
     p.add_argument("--workers", type=int, default=None,
                    help="models trained at once, each in its own process with cores/workers threads (default: 2 "
                         "on a CPU with 2 or more cores, where small models leave threads idle; 1 on CUDA)")
@@ -136,6 +139,12 @@ def main(args):
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)
         jobs[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)]
+        independents.append(("independent", path, arch))
+    for k, (arch, recipe) in enumerate(preset.get("hard_negatives", []) if args.hard_negatives else [],
+                                       len(preset["independents"]) + 1):
+        path = paths.independent(M, k, arch)
+        flags = [f"--{key.replace('_', '-')}={value}" for key, value in recipe.items()]
+        jobs[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)] + flags
         independents.append(("independent", path, arch))
     st.run_all("train", [(path, train_model, argv, [styled]) for path, argv in jobs.items()], **pool)
     files = {arch: {purpose: [path for path, _ in models] for purpose, models in plan.items()}

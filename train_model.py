@@ -22,7 +22,7 @@ from ownership import distributed as dd
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.presets import DATASETS
-from ownership.training import recipe, save_trained, train
+from ownership.training import SCHEDULES, recipe, save_trained, train
 
 SUBSET = 0.75  # fraction of the part that the other-seed models (--tag -s<k>) train on
 ROLES = {"victim": "victim-mixed", "benign": "victim-clean", "independent": "independent"}
@@ -35,6 +35,13 @@ def get_parser():
     p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
     p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")
     p.add_argument("--epochs", type=int, default=None, help="override the preset")
+    g = p.add_argument_group("another recipe than the preset's (the validity study's harder negatives)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    g.add_argument("--batch", type=int, default=None, help="batch size")
+    g.add_argument("--augment", default=None, choices=["on", "off", "flip"],
+                   help="the training transform: crop+flip (or rotation+flip), none, or the flip alone")
+    g.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of the targets")
+    g.add_argument("--schedule", default=None, choices=list(SCHEDULES), help="learning-rate schedule")
     p.add_argument("--images", type=int, default=None,
                    help="train on the first N images of the role's part only (the weak benign models)")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
@@ -74,8 +81,11 @@ def main(args):
     cfg = dict(preset["train"])
     if args.tag.startswith("-s") and args.role != "independent" and preset["clf_models"].get("subset_epochs"):
         cfg["epochs"] = preset["clf_models"]["subset_epochs"]  # about the full models' steps on 75 % of the data
-    if args.epochs:
-        cfg["epochs"] = args.epochs
+    for key in ("epochs", "lr", "batch", "label_smoothing", "schedule"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.augment is not None:
+        cfg["augment"] = {"on": True, "off": False, "flip": "flip"}[args.augment]
     model = get_model(arch, d["num_classes"], d["channels"])
     out = out_path(args, arch)
     state = checkpoints.training_state(out, args.resume)

@@ -69,6 +69,11 @@ PRESETS = {
                               gen_width=16),
         },
         independents=[("wrn10-1", 101), ("wrn16-1", 102)],
+        # harder negatives of the validity study (reproduce.py --hard-negatives): independent models
+        # trained with recipes the defender never used, as train_model.py flags (docs/VALIDITY.md)
+        hard_negatives=[("wrn10-1", dict(augment="on", label_smoothing=0.0)),   # crop+flip, no smoothing
+                        ("wrn16-1", dict(epochs=8)),                              # twice the epochs
+                        ("wrn10-1", dict(lr=0.1, batch=128, schedule="triangular"))],  # the old recipe's steps
         clf=dict(epochs=20, lr=0.01, batch=128, hidden_cap=256),
         # per architecture: models behind each meta-classifier, and the held-out benign references of
         # the test; 4 benign models and 4 references chosen from the data in docs/VALIDITY.md; `weak`:
