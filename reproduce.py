@@ -146,7 +146,11 @@ def main(args):
         flags = [f"--{key.replace('_', '-')}={value}" for key, value in recipe.items()]
         jobs[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)] + flags
         independents.append(("independent", path, arch))
-    st.run_all("train", [(path, train_model, argv, [styled]) for path, argv in jobs.items()], **pool)
+    # the longest first, so that no worker is left alone with a long job at the end: the victim's
+    # architecture, then the attackers', the weak models (a few hundred images) last
+    cost = lambda argv: ("--images" in argv, argv[argv.index("--arch") + 1] != va)  # noqa: E731
+    st.run_all("train", [(path, train_model, argv, [styled]) for path, argv in sorted(jobs.items(),
+                                                                                      key=lambda j: cost(j[1]))], **pool)
     files = {arch: {purpose: [path for path, _ in models] for purpose, models in plan.items()}
              for arch, plan in plans.items()}
 
@@ -155,7 +159,8 @@ def main(args):
     suspects = [("source", victim, va)] + [(mode, paths.attack(M, mode, paths.arch_for_mode(ds, mode)),
                                             paths.arch_for_mode(ds, mode)) for mode in ATTACK_MODES]
     attack = lambda mode, path: (path, steal, trained + ["--mode", mode], [victim, styled])  # noqa: E731
-    st.run_all("steal", [attack(m, p) for m, p, _ in suspects[1:] if m != "multi-stage"], **pool)
+    first = sorted(suspects[1:], key=lambda s: s[0] != "zero-shot")  # zero-shot is the longest attack
+    st.run_all("steal", [attack(m, p) for m, p, _ in first if m != "multi-stage"], **pool)
     st.run_all("steal", [attack(m, p) for m, p, _ in suspects[1:] if m == "multi-stage"], **pool)
     suspects += independents
 
@@ -164,12 +169,13 @@ def main(args):
     c = preset["clf"]
     suffix = "-refprotocol.pt" if reference else ".pt"
 
+    clf_jobs = []
+
     def classifier(path, access, pos, negs, inputs, arch=None):
-        st.run("clf", path, train_clf,
-               common + ["--dataset", ds, "--access", access, "--pos", *pos, "--neg", *negs, "--mlp_epoch",
-                         str(c["epochs"]), "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap",
-                         str(c["hidden_cap"]), "--out", path] + ["--type", arch] * (arch is not None),
-               pos + negs + [styled] + inputs)
+        clf_jobs.append((path, train_clf, common + [
+            "--dataset", ds, "--access", access, "--pos", *pos, "--neg", *negs, "--mlp_epoch", str(c["epochs"]),
+            "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out",
+            path] + ["--type", arch] * (arch is not None), pos + negs + [styled] + inputs))
         return path
 
     clfs, refs = {}, {arch: files[arch]["refs"] for arch in archs}
@@ -185,6 +191,7 @@ def main(args):
     every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
     any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", suffix), "black-box", every("pos"),
                           every("neg") + every("weak"), [])
+    st.run_all("clf", sorted(clf_jobs, key=lambda j: "--type" in j[2]), **pool)  # the any-arch one (longest) first
     if black_box == "any-arch":  # the table's black-box column: the classifier an API suspect gets
         for arch in archs:
             clfs[arch, "black-box"], refs[arch] = any_arch, every("refs")
