@@ -134,6 +134,7 @@ def main(args):
                 grid=[dict(m=m, tau=tau, mean=float(np.mean(v)), worst=float(max(v) if mode == "independent" else min(v)))
                       for (m, tau), v in by_grid.items()])
     result = dict(preset=args.preset, seeds=[seed for seed, _, _ in runs], float_path=variant[0],
+                  classifiers=classifier_quality(runs),
                   black_box=runs[0][1]["black_box"], label_only=runs[0][1]["label_only"], protocol=protocol.record(), ms=ms,
                   false_positive_rate={a: table[a]["independent"]["detected"] for a in COLUMNS if "independent" in modes},
                   false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in COLUMNS
@@ -146,6 +147,24 @@ def main(args):
     plot(result, os.path.join(out, name + ".png"))
     print(md)
     return result
+
+
+def classifier_quality(runs):
+    """Per column and architecture, over the seeds: the model-level AUC of the meta-classifier (leave one
+    model out, train_clf.py) and the spread (max - min) of the held-out references' mean P(stolen), which a
+    classifier that recognises the feature, not the models it saw, keeps small (docs/VALIDITY.md)."""
+    out = {}
+    for column in COLUMNS:
+        for arch in dict.fromkeys(r["arch"] for r in runs[0][1]["rows"]):
+            aucs, spreads = [], []
+            for _, res, probs in runs:
+                i = next(k for k, r in enumerate(res["rows"]) if r["arch"] == arch)
+                means = probs[column][1][i].mean(1)  # each reference's mean over the images
+                spreads.append(float(means.max() - means.min()))
+                level = res["classifiers"].get(arch, {}).get(column, {}).get("model_level")
+                aucs.append(level["auc"] if level else None)
+            out.setdefault(column, {})[arch] = dict(model_auc=aucs, reference_spread=spreads)
+    return out
 
 
 def render(result):
@@ -171,7 +190,16 @@ def render(result):
         lines.append(f"| {mode} | {acc:.3f} | " + " | ".join(cells) + " |")
     fpr, fpr_all = result["false_positive_rate"], result["false_positive_rate_all_draws"]
     lines += ["", "False-positive rate on independent models: " + ", ".join(
-        f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + ".", ""]
+        f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + ".", "",
+        "Per classifier, one value per seed: the model-level AUC (leave one model out; '—' where none) and "
+        "the spread (max - min) of the held-out references' mean P(stolen).", "",
+        "| column | arch | model-level AUC | reference spread |", "|---|---|---|---|"]
+    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    for column, by_arch in result["classifiers"].items():
+        for arch, q in by_arch.items():
+            lines.append(f"| {column} | {arch} | {' '.join(map(fmt, q['model_auc']))} | "
+                         f"{' '.join(map(fmt, q['reference_spread']))} |")
+    lines.append("")
     for a in COLUMNS:
         lines += [f"Rate over all draws on a grid of m and tau ({a}, the run's test): mean over seeds (worst seed: "
                   "the lowest for attacks, the highest for independent models).", "",

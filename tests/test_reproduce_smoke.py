@@ -221,12 +221,20 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
          "--grid-m", "10", "50", "--grid-tau", "0", "0.1"]))
     assert set(r["rows"]) == set(COLUMNS) and r["float_path"] == fp and r["protocol"]["m"] == 50
     rows = {row["mode"]: row for row in smoke[3]["rows"]}
+    probs_of_seed = reproduce.load_probs(smoke[0] / "results")
+    rows_index = {arch: next(k for k, row in enumerate(smoke[3]["rows"]) if row["arch"] == arch)
+                  for arch in ("wrn16-1", "wrn10-1")}
     for access in COLUMNS:
         src = r["rows"][access]["source"]
         assert src["n"] == 1 and src["detected"] == float(rows["source"][access]["p_value"] < 0.01)
         assert len(src["median_curve"]) == 19 and [(g["m"], g["tau"]) for g in src["grid"]] == \
             [(10, 0.0), (10, 0.1), (50, 0.0), (50, 0.1)]
         assert r["rows"][access]["independent"]["n"] == 2
+        for arch in ("wrn16-1", "wrn10-1"):
+            q = r["classifiers"][access][arch]
+            means = probs_of_seed[access][1][rows_index[arch]].mean(1)
+            assert q["reference_spread"] == [pytest.approx(means.max() - means.min())]
+            assert (q["model_auc"][0] is None) == (access == "baseline")
     text = (tmp_path / f"validity-{fp}.json").read_text()
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["seeds"] == [0]
     assert (tmp_path / f"validity-{fp}.md").read_text().startswith("# Validity on preset `smoke`")
