@@ -106,9 +106,8 @@ def main(args):
     level = ck["model_level"]
     print(f"meta-classifier {out}: held-out accuracy {ck['test_acc']:.4f} on held-out images of its own models "
           f"({ck['n_train']} train / {ck['n_test']} held-out vectors, d={ck['d']}, hidden={ck['hidden']}); "
-          + ("model-level AUC (leave one model out) "
-             f"{level['auc']:.3f}: mean P(stolen) of each left-out victim-like model "
-             f"{', '.join(f'{s:.2f}' for s in level['pos_scores'])}, benign {', '.join(f'{s:.2f}' for s in level['neg_scores'])}"
+          + (f"model-level AUC (leave pair out, {len(level['pairs'])} pairs) {level['auc']:.3f}: mean P(stolen) of "
+             "each left-out pair (victim-like, benign) " + ", ".join(f"({a:.2f}, {b:.2f})" for _, _, a, b in level["pairs"])
              if level else "no model-level AUC (fewer than two models in a class)"))
     print(jsonio.dumps({"clf": out, "test_acc": ck["test_acc"], "model_auc": level and level["auc"], "d": ck["d"]}))
     return ck

@@ -107,22 +107,33 @@ def auc(pos_scores, neg_scores):
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
-def model_level_auc(pos, neg, device="cpu", **fit_kw):
-    """How well the classifier recognises the feature in models it never saw: leave one model out,
-    fit on the others (fit_kw as `fit`), score the left-out model by its mean P(stolen) over its rows;
-    then the AUC of those scores, victim-like models against benign ones. pos/neg: lists of (N_i, d)
-    arrays, one per model. Returns dict(auc, pos_scores, neg_scores), or None when a class has fewer
-    than two models (leaving one out would leave the class empty)."""
+MAX_PAIRS = 16  # leave-pair-out fits per classifier at most (a seeded subset of the pairs beyond that)
+
+
+def model_level_auc(pos, neg, device="cpu", max_pairs=MAX_PAIRS, **fit_kw):
+    """How well the classifier recognises the feature in models it never saw: leave-pair-out AUC
+    (Airola et al., "An experimental comparison of cross-validation techniques for estimating the area
+    under the ROC curve", 2011). For a pair (victim-like model i, benign model j), fit on all the other
+    models (fit_kw as `fit`), then score both left-out models by their mean P(stolen) over their rows;
+    the AUC is the fraction of pairs in which i scores above j (ties half). Leaving one model out at a
+    time instead would compare scores of classifiers trained on different class balances: with 2
+    victim-like models, a left-out one scored below every left-out benign model whatever the features
+    (docs/VALIDITY.md). pos/neg: lists of (N_i, d) arrays, one per model; at most `max_pairs` pairs
+    (a seeded subset). Returns dict(auc, pairs=[(i, j, score_i, score_j)]), or None when a class has
+    fewer than two models (a pair left out would leave it empty)."""
     if len(pos) < 2 or len(neg) < 2:
         return None
-    scores = []
-    for k in tqdm(range(len(pos) + len(neg)), desc="model-level AUC (leave one model out)", leave=False):
-        p = [a for i, a in enumerate(pos) if i != k]
-        n = [a for i, a in enumerate(neg) if i != k - len(pos)]
-        ck = fit(p, n, device=device, **fit_kw)
-        scores.append(float(predict_proba(ck, (pos + neg)[k], device).mean()))
-    return dict(auc=auc(scores[:len(pos)], scores[len(pos):]), pos_scores=scores[:len(pos)],
-                neg_scores=scores[len(pos):])
+    pairs = [(i, j) for i in range(len(pos)) for j in range(len(neg))]
+    if len(pairs) > max_pairs:
+        keep = np.random.default_rng(fit_kw.get("seed", 0)).choice(len(pairs), max_pairs, replace=False)
+        pairs = [pairs[k] for k in sorted(keep)]
+    out = []
+    for i, j in tqdm(pairs, desc="model-level AUC (leave pair out)", leave=False):
+        ck = fit([a for k, a in enumerate(pos) if k != i], [a for k, a in enumerate(neg) if k != j], device=device,
+                 **fit_kw)
+        out.append((i, j, float(predict_proba(ck, pos[i], device).mean()), float(predict_proba(ck, neg[j], device).mean())))
+    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for _, _, a, b in out]
+    return dict(auc=float(np.mean(wins)), pairs=out)
 
 
 def load_model(ck, device="cpu"):
