@@ -191,7 +191,7 @@ def render(result):
     fpr, fpr_all = result["false_positive_rate"], result["false_positive_rate_all_draws"]
     lines += ["", "False-positive rate on independent models: " + ", ".join(
         f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + ".", "",
-        "Per classifier, one value per seed: the model-level AUC (leave one model out; '—' where none) and "
+        "Per classifier, one value per seed: the model-level AUC (leave pair out; '—' where none) and "
         "the spread (max - min) of the held-out references' mean P(stolen).", "",
         "| column | arch | model-level AUC | reference spread |", "|---|---|---|---|"]
     fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
