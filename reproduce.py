@@ -27,7 +27,7 @@ import train_clf
 import train_model
 from ownership import cli, jsonio, paths
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import ATTACK_MODES, BLACK_BOX, COLUMNS, REPO, TESTS
+from ownership.constants import ACCESSES, ATTACK_MODES, BLACK_BOX, COLUMNS, REPO, TESTS
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.manifest import Stages
@@ -178,7 +178,8 @@ def main(args):
             path] + ["--type", arch] * (arch is not None), pos + negs + [styled] + inputs))
         return path
 
-    clfs, refs = {}, {arch: files[arch]["refs"] for arch in archs}
+    clfs = {}
+    refs = {(arch, access): files[arch]["refs"] for arch in archs for access in ACCESSES}
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
         grads = [paths.gradient_set(dirs["gradients_set"], m, styled) for m in pos + neg]
@@ -194,7 +195,7 @@ def main(args):
     st.run_all("clf", sorted(clf_jobs, key=lambda j: "--type" in j[2]), **pool)  # the any-arch one (longest) first
     if black_box == "any-arch":  # the table's black-box column: the classifier an API suspect gets
         for arch in archs:
-            clfs[arch, "black-box"], refs[arch] = any_arch, every("refs")
+            clfs[arch, "black-box"], refs[arch, "black-box"] = any_arch, every("refs")
 
     # 6. verification of every suspect against the held-out references of its architecture
     start = time.time()
@@ -202,7 +203,7 @@ def main(args):
     by_path = {}  # one Verifier per classifier: the any-architecture one serves every architecture
     for (arch, access), path in clfs.items():
         if path not in by_path:
-            by_path[path] = Verifier(path, refs[arch], images, ds, device, protocol, seed=args.seed,
+            by_path[path] = Verifier(path, refs[arch, access], images, ds, device, protocol, seed=args.seed,
                                      data_dir=dirs["data"], label_only=args.label_only and access == "black-box")
     verifiers = {key: by_path[path] for key, path in clfs.items()}
     for arch in archs:  # the baseline: no meta-classifier, correctness on stylised images (docs/VALIDITY.md)
@@ -228,7 +229,7 @@ def main(args):
         ck = load_checkpoint(path)
         classifiers.setdefault(arch, {})[access] = dict(
             path=rel(path), held_out_acc=ck.get("test_acc"), model_level=ck.get("model_level"),
-            references=[rel(r) for r in refs[arch]],
+            references=[rel(r) for r in refs[arch, access]],
             trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
                   **protocol.record()), black_box=black_box, label_only=args.label_only, rows=rows, classifiers=classifiers,

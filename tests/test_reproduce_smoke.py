@@ -238,3 +238,15 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     text = (tmp_path / f"validity-{fp}.json").read_text()
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["seeds"] == [0]
     assert (tmp_path / f"validity-{fp}.md").read_text().startswith("# Validity on preset `smoke`")
+
+
+def test_any_architecture_black_box_column(smoke, tmp_path):
+    """--black-box any-arch: the black-box column of every suspect uses the one classifier over every
+    architecture and the references of every architecture; the other columns do not change."""
+    res = _rerun(smoke, tmp_path / "results", "--black-box", "any-arch")
+    assert res["black_box"] == "any-arch"
+    for arch, by_access in res["classifiers"].items():
+        assert by_access["black-box"]["path"] == "model/clf/blackbox-fmnist.pt"
+        assert len(by_access["black-box"]["references"]) == 8 and len(by_access["white-box"]["references"]) == 4
+    for a, b in zip(res["rows"], smoke[3]["rows"]):
+        assert a["white-box"] == b["white-box"] and a["baseline"] == b["baseline"]
