@@ -168,7 +168,8 @@ def _script_p_values(smoke, tmp_path, res, *flags):
             extra = list(flags)
             if "--protocol=reference" in extra:  # the benign model and classifier that protocol uses
                 extra = ["--test=reference", f"--b={work / 'model' / 'benign' / ('benign-' + row['arch'] + '.pt')}"]
-                extra += [f"--c={work / res['classifiers'][row['arch']][access]['path']}"] * (access in ACCESSES)
+                if access in ACCESSES:
+                    extra.append(f"--c={work / res['classifiers'][row['arch']][access]['path']}")
             args = ov.get_parser().parse_args(which + [f"--access={access}", *dirs, *extra])
             out[row["mode"], access] = ov.main(args)["p_value"]
     return out
