@@ -80,6 +80,7 @@ class Stages:
                     shutil.rmtree(o)
                 else:
                     os.remove(o)
+                self.sums.pop(o, None)
         return dict(record, outputs=outputs)
 
     def _finish(self, record):
@@ -96,11 +97,15 @@ class Stages:
         record = self.pending(stage, outputs, module, argv, inputs)
         if record is None:
             return False
+        self._execute(stage, record, module, argv)
+        return True
+
+    def _execute(self, stage, record, module, argv):
+        """Run a pending job in this process and record it."""
         start = time.time()
         module.main(module.get_parser().parse_args(argv))
         self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - start, 1)
         self._finish(record)
-        return True
 
     def run_all(self, stage, jobs, workers=1, threads=None):
         """Run the jobs of `stage` that are not done, [(outputs, module, argv, inputs)], none of which
@@ -111,7 +116,7 @@ class Stages:
         todo = [(r, m, a) for r, m, a in ((self.pending(stage, o, m, a, i), m, a) for o, m, a, i in jobs) if r]
         if workers <= 1 or len(todo) <= 1:
             for record, module, argv in todo:
-                self.run(stage, record["outputs"], module, argv, list(record["inputs"]))
+                self._execute(stage, record, module, argv)
             return len(todo)
         start = time.time()
         # the workers start with `threads` threads and without per-epoch progress bars (the environment

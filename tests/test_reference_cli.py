@@ -82,7 +82,8 @@ def test_reference_chain(repo, workdir):
         info = json.loads(lines[1])
         assert info["p_value"] == p and info["delta_mu"] == mu and info["m"] == PRESETS["fmnist"]["m"]  # the preset default
         assert info["references"][0].endswith("benign-wrn10-1-ref.pt")  # the held-out reference by default
-        probs = np.load(f"{root}/prob/fmnist/{mode}.npz")
+        assert info["probabilities"] == f"{root}/prob/fmnist/suspect-{os.path.basename(suspect)}.npz"  # its own file
+        probs = np.load(info["probabilities"])
         assert probs["p_suspect"].shape == (120,)
     r = run(repo, "ownership_verification.py", "--mode=source", "--test=reference", f"--s={root}/model/victim/vict-wrn10-1.pt",
             *dirs(root))
