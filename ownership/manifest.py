@@ -112,9 +112,12 @@ class Stages:
         reads another's outputs: in this process when `workers` is 1, else in `workers` processes of
         `threads` torch threads each (small models leave the threads of one process idle: two
         single-thread processes train about 1.3x (fp32) to 1.6x (bf16) as fast on 2 cores,
-        docs/BENCHMARKS.md). Each job is recorded as it finishes, so an interrupted batch resumes."""
+        docs/BENCHMARKS.md). Each job is recorded as it finishes, so an interrupted batch resumes. A job
+        always runs under the same thread count, so a redone job gives the same bytes as the first run."""
         todo = [(r, m, a) for r, m, a in ((self.pending(stage, o, m, a, i), m, a) for o, m, a, i in jobs) if r]
-        if workers <= 1 or len(todo) <= 1:
+        if not todo:
+            return 0
+        if workers <= 1:  # with several workers even one job goes to a worker: its thread count, its numbers
             for record, module, argv in todo:
                 self._execute(stage, record, module, argv)
             return len(todo)
