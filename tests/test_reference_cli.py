@@ -62,6 +62,7 @@ def test_help_shows_reference_flags(repo):
             assert f in out, f"{script} --help lacks {f}"
 
 
+@pytest.mark.slow  # trains and verifies through every reference command (about 35 s)
 def test_reference_chain(repo, workdir):
     root = str(workdir)
     for model in ("victim/vict-wrn10-1.pt", "benign/benign-wrn10-1.pt"):

@@ -84,6 +84,7 @@ def test_rerun_skips_finished_stages(smoke):
     assert again["rows"] == res["rows"]
 
 
+@pytest.mark.slow  # retrains a student
 def test_corrupted_checkpoint_redoes_its_stage(smoke):
     """Corrupt one finished stage's output (the label-query student): the rerun sees its checksum
     differ from the manifest's, redoes that stage only, and gets the same weights and results."""
@@ -175,7 +176,8 @@ def _script_p_values(smoke, tmp_path, res, *flags):
     return out
 
 
-@pytest.mark.parametrize("test_name", ["paired-all", "paper", "spread"])
+@pytest.mark.parametrize("test_name", ["paired-all", pytest.param("paper", marks=pytest.mark.slow),
+                                       pytest.param("spread", marks=pytest.mark.slow)])  # each reruns verification
 def test_script_and_reproduce_give_the_same_p_values(smoke, tmp_path, test_name):
     """One verification path: ownership_verification.py gives reproduce.py's p-values, to the bit."""
     res = smoke[3] if test_name == "paired-all" else _rerun(smoke, tmp_path / "results", f"--test={test_name}")
@@ -241,6 +243,7 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     assert (tmp_path / f"validity-{fp}.md").read_text().startswith("# Validity on preset `smoke`")
 
 
+@pytest.mark.slow  # reruns the verification stage
 def test_any_architecture_black_box_column(smoke, tmp_path):
     """--black-box any-arch: the black-box column of every suspect uses the one classifier over every
     architecture and the references of every architecture; the other columns do not change."""
