@@ -11,6 +11,7 @@ Transformed (stylised) sets live in <data-dir>/<prefix>_seurat_10%/{train,test}/
 import gzip
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -187,7 +188,6 @@ def image_files(folder):
     (OTHER_IMAGE_EXTS), or an image under another name, is an error naming it; any other file (Thumbs.db, .DS_Store, notes.txt, the
     AppleDouble ._0001.png of a macOS copy) is named in a warning on stderr and skipped; sub-folders
     are named in the same warning."""
-    import sys
     names = sorted(os.listdir(folder))
     images, skipped = [], []
     for f in names:
