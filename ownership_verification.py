@@ -5,7 +5,8 @@
     python ownership_verification.py --s=suspect.pt --dataset=fmnist
 
 The suspect and the held-out benign references of its architecture (benign-<arch>-ref.pt, -ref2.pt ...
-as reproduce.py trains them, or --b) are queried with the same m transformed (stylised) test images;
+as reproduce.py trains them, or --b; black-box: those of every architecture, as the one black-box
+meta-classifier blackbox-<dataset>.pt was trained on every architecture) are queried with the same m transformed (stylised) test images;
 the meta-classifier gives P(stolen) for each. The default test (paired-all) runs the paper's one-sided
 paired t-test of H0: mean(p_S - p_B) <= tau against every reference and reports the largest p: the
 suspect must be more victim-like than each of them (docs/PROTOCOL.md). The test, m and tau come from
@@ -29,7 +30,7 @@ import numpy as np
 from network import MODELS
 from ownership import api, cli, jsonio, paths
 from ownership.checkpoints import FirstOutputs, atomic_write, load_model
-from ownership.constants import COLUMNS, MODES, TESTS
+from ownership.constants import BLACK_BOX, COLUMNS, MODES, TESTS
 from ownership.data import load_styled
 from ownership.errors import UserError
 from ownership.presets import DATASETS, PRESETS, get_preset
@@ -47,10 +48,11 @@ def get_parser():
                         "state_dict, or a .safetensors file without 'arch' metadata)")
     p.add_argument("--benign_model_root", "--b", dest="benign", default=None, nargs="+",
                    help="benign reference checkpoint(s) (default: the held-out references benign-<arch>-ref.pt, "
-                        "-ref2.pt ... that exist, else benign-<arch>.pt)")
+                        "-ref2.pt ... that exist, else benign-<arch>.pt; black-box: those of every architecture, "
+                        "see --black-box)")
     p.add_argument("--clf_root", "--c", dest="clf", default=None,
-                   help="meta-classifier (default: model/clf/gradsign-<dataset>-<arch>.pt, or blackbox-... for "
-                        "--access black-box)")
+                   help="meta-classifier (default: model/clf/gradsign-<dataset>-<arch>.pt, or for --access black-box "
+                        "blackbox-<dataset>.pt; see --black-box)")
     p.add_argument("--preset", default=None, choices=list(PRESETS),
                    help="where the protocol (test, m, tau) comes from (default: the dataset's preset: fmnist, "
                         "cifar10, imagenet)")
@@ -64,6 +66,11 @@ def get_parser():
     p.add_argument("--access", default="white-box", choices=COLUMNS,
                    help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE); "
                         "baseline: no meta-classifier, the suspect's correctness on each stylised image")
+    p.add_argument("--black-box", default=None, choices=BLACK_BOX,
+                   help="black-box only: any-arch: the classifier over every architecture (blackbox-<dataset>.pt) and "
+                        "the references of every architecture; per-arch: the suspect's architecture's classifier "
+                        "(blackbox-<dataset>-<arch>.pt, made by 'python reproduce.py --black-box per-arch') and "
+                        "references (default: the preset's, any-arch)")
     p.add_argument("--classes-subset", "--classes_subset", dest="classes_subset", default=None, choices=["first"],
                    help="black-box only: a suspect with more outputs than the dataset has classes (e.g. fine-tuned with "
                         "extra classes) is verified on its first <classes> outputs (softmax over those logits); "
@@ -75,9 +82,14 @@ def get_parser():
     return cli.add_common(p)
 
 
+def preset_of(args):
+    """The preset whose protocol and black-box classifier the run uses: --preset, else the dataset's own."""
+    return get_preset(args.preset or DATASETS[args.dataset]["preset"])
+
+
 def protocol_of(args):
     """The run's Protocol: the preset's (--preset, else the dataset's own), with the flags given."""
-    preset = get_preset(args.preset or DATASETS[args.dataset]["preset"])
+    preset = preset_of(args)
     extra = {} if args.alpha is None else dict(alpha=args.alpha)
     return Protocol.from_preset(preset, args.test, args.m, args.tau, **extra)
 
@@ -108,12 +120,15 @@ def resolve(args, device="cpu"):
                   f"(--classes-subset first)", file=sys.stderr)
             model = FirstOutputs(model, n)
     arch = ck.get("arch") or args.model
-    benign = args.benign or paths.references(args.model_dir, arch) or [paths.benign(args.model_dir, arch)]
+    any_arch = args.access == "black-box" and (args.black_box or preset_of(args)["black_box"]) == "any-arch"
+    benign = args.benign or (paths.all_references(args.model_dir) if any_arch else paths.references(args.model_dir, arch)) \
+        or [paths.benign(args.model_dir, arch)]
     for b in benign:
         if os.path.abspath(b) == os.path.abspath(suspect):
             raise UserError(f"the suspect and a benign reference are the same file ({suspect}); the test "
                             f"would compare a model with itself. Pass other references with --b")
-    clf = None if args.access == "baseline" else args.clf or paths.clf(args.model_dir, args.dataset, arch, args.access)
+    clf = None if args.access == "baseline" else \
+        args.clf or paths.clf(args.model_dir, args.dataset, None if any_arch else arch, args.access)
     return suspect, model, benign, clf, arch
 
 

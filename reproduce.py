@@ -55,9 +55,9 @@ def get_parser():
     p.add_argument("--test", default=None, choices=[t for t in TESTS if t != "reference"],
                    help="the test of protocol ours (default: the preset's; ownership/stats.py)")
     p.add_argument("--black-box", default=None, choices=BLACK_BOX,
-                   help="the black-box column's meta-classifier: per-arch (one per architecture, its references) or "
-                        "any-arch (one over every architecture, all references: what a suspect behind an API gets) "
-                        "(default: the preset's)")
+                   help="the black-box column's meta-classifier: any-arch (one over every architecture, all references: "
+                        "what a suspect behind an API gets) or per-arch (one per architecture and its references, "
+                        "trained only when asked) (default: the preset's)")
     p.add_argument("--label-only", action="store_true",
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
                         "gives them; the references likewise")
@@ -120,7 +120,8 @@ def main(args):
     trained = staged + ["--amp", args.amp, "--resume"]
     os.makedirs(out, exist_ok=True)
     st = Stages(os.path.join(out, "manifest.json"), preset, args.seed, args.force)
-    black_box = args.black_box or preset["black_box"]  # verification only: not part of the stages' record
+    # which black-box classifiers are trained and used; the reference protocol's are per architecture [R]
+    black_box = "per-arch" if reference else args.black_box or preset["black_box"]
     device = cli.get_device(args.gpu)
     M = dirs["model"]
     t0 = time.time()
@@ -164,8 +165,9 @@ def main(args):
     st.run_all("steal", [attack(m, p) for m, p, _ in suspects[1:] if m == "multi-stage"], **pool)
     suspects += independents
 
-    # 4. gradient sets and 5. meta-classifiers, per architecture and access, and one black-box classifier
-    #    over every architecture (a suspect behind an API has no known architecture; docs/API.md)
+    # 4. gradient sets and 5. meta-classifiers: white-box per architecture, and one black-box classifier
+    #    over every architecture (a suspect behind an API has no known architecture; docs/API.md), plus one
+    #    black-box classifier per architecture with --black-box per-arch
     c = preset["clf"]
     suffix = "-refprotocol.pt" if reference else ".pt"
 
@@ -187,8 +189,9 @@ def main(args):
             st.run("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
         clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", pos, neg,
                                              grads, arch)
-        clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", suffix), "black-box",
-                                             pos, neg + weak, [], arch)
+        if black_box == "per-arch":
+            clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", suffix),
+                                                 "black-box", pos, neg + weak, [], arch)
     every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
     any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", suffix), "black-box", every("pos"),
                           every("neg") + every("weak"), [])

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from tqdm import tqdm
 
 from . import jsonio
+from .presets import stage_settings
 
 
 def checksum(path):
@@ -46,7 +47,8 @@ class Stages:
 
     def __init__(self, manifest_path, preset, seed, force):
         self.path = manifest_path
-        self.preset_hash = hashlib.sha256(json.dumps(preset, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.preset_hash = hashlib.sha256(json.dumps(stage_settings(preset), sort_keys=True,
+                                                     default=str).encode()).hexdigest()[:16]
         self.seed = seed
         self.force = force
         self.done = {}

@@ -84,8 +84,8 @@ def test_malicious_pickle_is_refused(w, repo):
     torch.save({"state_dict": {}, "payload": Evil()}, evil)
     with pytest.raises(UserError, match="refused without running it"):
         checkpoints.load_checkpoint(evil)
-    fails(run(repo, "ownership_verification.py", f"--s={evil}", *w["dirs"]), "evil.pt", "refused")
-    fails(run(repo, "gradientset.py", f"--m={evil}", *w["dirs"]), "refused")
+    fails(call("ownership_verification.py", f"--s={evil}", *w["dirs"]), "evil.pt", "refused")
+    fails(call("gradientset.py", f"--m={evil}", *w["dirs"]), "refused")
     assert not os.path.exists(marker)
 
 
@@ -98,12 +98,12 @@ def test_plain_pickle_is_refused(w):
 
 
 def test_missing_files_name_the_command(w, repo):
-    fails(run(repo, "gradientset.py", "--m=/nonexistent/vict.pt", *w["dirs"]), "/nonexistent/vict.pt", "does not exist")
-    fails(run(repo, "ownership_verification.py", f"--s={w['good']}", "--c=/nope/clf.pt", *w["dirs"]),
+    fails(call("gradientset.py", "--m=/nonexistent/vict.pt", *w["dirs"]), "/nonexistent/vict.pt", "does not exist")
+    fails(call("ownership_verification.py", f"--s={w['good']}", "--c=/nope/clf.pt", *w["dirs"]),
           "/nope/clf.pt", "train_clf.py")
-    fails(run(repo, "train_clf.py", "--type=wrn10-1", *w["dirs"]), "g_f.npy", "gradientset.py")
-    fails(run(repo, "gradientset.py", f"--m={w['good']}", f"--data-dir={w['root']}/empty"), "embed_features.py")
-    fails(run(repo, "ownership_verification.py", "--mode=distillation", *w["dirs"]), "reproduce.py")
+    fails(call("train_clf.py", "--type=wrn10-1", *w["dirs"]), "g_f.npy", "gradientset.py")
+    fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={w['root']}/empty"), "embed_features.py")
+    fails(call("ownership_verification.py", "--mode=distillation", *w["dirs"]), "reproduce.py")
 
 
 def test_truncated_checkpoint(w, repo):
@@ -112,15 +112,16 @@ def test_truncated_checkpoint(w, repo):
         blob = f.read()
     with open(bad, "wb") as f:
         f.write(blob[: len(blob) // 2])
+    # a real process: exit code 2 and one line, no traceback, from the interpreter itself
     fails(run(repo, "gradientset.py", f"--m={bad}", *w["dirs"]), "trunc.pt", "truncated or corrupt")
 
 
 def test_architecture_mismatch(w, repo):
-    fails(run(repo, "gradientset.py", "--model=wrn10-2", f"--m={w['good']}", *w["dirs"]), "arch=wrn10-1", "--model")
+    fails(call("gradientset.py", "--model=wrn10-2", f"--m={w['good']}", *w["dirs"]), "arch=wrn10-1", "--model")
 
 
 def test_num_classes_mismatch(w, repo):
-    fails(run(repo, "gradientset.py", "--num_classes=20", f"--m={w['good']}", *w["dirs"]), "num_classes")
+    fails(call("gradientset.py", "--num_classes=20", f"--m={w['good']}", *w["dirs"]), "num_classes")
 
 
 def broken(w, name, value):
@@ -163,14 +164,14 @@ def test_nan_probabilities(w, tmp_path):
 
 
 def test_m_larger_than_images(w, repo):
-    fails(run(repo, "ownership_verification.py", f"--s={w['good']}", "--b=" + paths.benign(w["md"], "wrn10-1", "-ref"),
+    fails(call("ownership_verification.py", f"--s={w['good']}", "--b=" + paths.benign(w["md"], "wrn10-1", "-ref"),
               "--m=500", *w["dirs"]), "--m 500", "20")
 
 
 def test_unknown_names(repo):
-    fails(run(repo, "ownership_verification.py", "--mode=telepathy"), "--mode", "telepathy")
-    fails(run(repo, "gradientset.py", "--m=x.pt", "--dataset=mnist"), "--dataset", "mnist")
-    fails(run(repo, "gradientset.py", "--m=x.pt", "--model=resnet1000"), "--model", "resnet1000")
+    fails(call("ownership_verification.py", "--mode=telepathy"), "--mode", "telepathy")
+    fails(call("gradientset.py", "--m=x.pt", "--dataset=mnist"), "--dataset", "mnist")
+    fails(call("gradientset.py", "--m=x.pt", "--model=resnet1000"), "--model", "resnet1000")
 
 
 def test_empty_class_folder(w, repo, tmp_path):
@@ -180,7 +181,7 @@ def test_empty_class_folder(w, repo, tmp_path):
     cls = sorted(d for d in os.listdir(os.path.join(styled, "train")) if not d.endswith(".txt"))[0]
     for f in os.listdir(os.path.join(styled, "train", cls)):
         os.remove(os.path.join(styled, "train", cls, f))
-    fails(run(repo, "gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), cls, "empty")
+    fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), cls, "empty")
 
 
 def test_wrong_image_size(w, repo, tmp_path):
@@ -189,7 +190,7 @@ def test_wrong_image_size(w, repo, tmp_path):
     data.write_folder(os.path.join(styled, "train"), data.load_dataset("fmnist", w["dd"])["train"].subset(range(5)))
     cls = sorted(d for d in os.listdir(os.path.join(styled, "train")) if not d.endswith(".txt"))[0]
     Image.new("RGB", (32, 32)).save(os.path.join(styled, "train", cls, "999999.png"))
-    fails(run(repo, "gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), "999999.png", "28x28 L")
+    fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={dd}"), "999999.png", "28x28 L")
 
 
 def test_wrong_image_mode(w, tmp_path):
@@ -216,7 +217,7 @@ def test_unbalanced_class_folder(w, tmp_path):
 def test_gpu_without_cuda_warns_and_runs(w, repo):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    r = run(repo, "gradientset.py", f"--m={w['good']}", "--gpu=0", *w["dirs"])
+    r = run(repo, "gradientset.py", f"--m={w['good']}", "--gpu=0", *w["dirs"])  # the warning, once per process
     assert r.returncode == 0 and "no CUDA device" in r.stderr
 
 

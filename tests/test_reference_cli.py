@@ -1,4 +1,5 @@
 """The three reference scripts through their command lines, on two tiny models trained here."""
+import importlib
 import json
 import os
 import subprocess
@@ -57,7 +58,7 @@ def test_help_shows_reference_flags(repo):
                           ("ownership_verification.py", ["--mode", "--dataset", "--gpu", "--seed", "--s", "--b", "--c",
                                                          "--suspicious_model_root", "--benign_model_root",
                                                          "--clf_root", "--m", "--tau", "--test"])):
-        out = run(repo, script, "--help").stdout
+        out = importlib.import_module(script[:-3]).get_parser().format_help()  # what --help prints
         for f in flags:
             assert f in out, f"{script} --help lacks {f}"
 

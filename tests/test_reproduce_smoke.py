@@ -50,13 +50,16 @@ def test_results_json(smoke):
 def test_reference_is_held_out(smoke):
     root, res = smoke[0], smoke[3]
     assert res["protocol"]["name"] == "ours" and res["protocol"]["test"] == "paired-all"
+    assert res["black_box"] == "any-arch"  # the preset's: one black-box classifier over both architectures
     classifiers = [(k, c) for by_access in res["classifiers"].values() for k, c in by_access.items()]
     for name, c in classifiers:
-        assert c["references"][0].endswith("-ref.pt") and len(c["references"]) == 4
+        archs = 2 if name == "black-box" else 1
+        assert c["path"] == ("model/clf/blackbox-fmnist.pt" if name == "black-box" else c["path"])
+        assert c["references"][0].endswith("-ref.pt") and len(c["references"]) == 4 * archs
         trained = c["trained_on"]["pos"] + c["trained_on"]["neg"]
-        assert len(c["trained_on"]["pos"]) >= 2 and len(c["trained_on"]["neg"]) >= 4
+        assert len(c["trained_on"]["pos"]) >= 2 * archs and len(c["trained_on"]["neg"]) >= 4 * archs
         weak = [t for t in c["trained_on"]["neg"] if "-weak" in os.path.basename(t)]
-        assert len(weak) == (2 if name == "black-box" else 0), (name, c["trained_on"]["neg"])  # black-box only
+        assert len(weak) == (4 if name == "black-box" else 0), (name, c["trained_on"]["neg"])  # black-box only
         for ref in c["references"] + trained:  # every path relative to the work folder
             assert not os.path.isabs(ref) and os.path.exists(root / "work" / ref), ref
         for ref in c["references"]:
@@ -243,14 +246,15 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     assert (tmp_path / f"validity-{fp}.md").read_text().startswith("# Validity on preset `smoke`")
 
 
-@pytest.mark.slow  # reruns the verification stage
-def test_any_architecture_black_box_column(smoke, tmp_path):
-    """--black-box any-arch: the black-box column of every suspect uses the one classifier over every
-    architecture and the references of every architecture; the other columns do not change."""
-    res = _rerun(smoke, tmp_path / "results", "--black-box", "any-arch")
-    assert res["black_box"] == "any-arch"
+@pytest.mark.slow  # trains two classifiers and reruns the verification stage
+def test_per_architecture_black_box_column(smoke, tmp_path):
+    """--black-box per-arch: one black-box classifier per architecture is trained (no model is), and
+    each suspect's black-box column uses its architecture's classifier and references; the other
+    columns do not change."""
+    res = _rerun(smoke, tmp_path / "results", "--black-box", "per-arch")
+    assert res["black_box"] == "per-arch" and set(res["timings"]) == {"clf", "verify", "total"}
     for arch, by_access in res["classifiers"].items():
-        assert by_access["black-box"]["path"] == "model/clf/blackbox-fmnist.pt"
-        assert len(by_access["black-box"]["references"]) == 8 and len(by_access["white-box"]["references"]) == 4
+        assert by_access["black-box"]["path"] == f"model/clf/blackbox-fmnist-{arch}.pt"
+        assert len(by_access["black-box"]["references"]) == 4 and len(by_access["white-box"]["references"]) == 4
     for a, b in zip(res["rows"], smoke[3]["rows"]):
         assert a["white-box"] == b["white-box"] and a["baseline"] == b["baseline"]
