@@ -159,7 +159,10 @@ def main(args):
     victim = files[va]["pos"][0]
     suspects = [("source", victim, va)] + [(mode, paths.attack(M, mode, paths.arch_for_mode(ds, mode)),
                                             paths.arch_for_mode(ds, mode)) for mode in ATTACK_MODES]
-    attack = lambda mode, path: (path, steal, trained + ["--mode", mode], [victim, styled])  # noqa: E731
+    attacker = dict((m, p) for m, p, _ in suspects[1:])
+    # multi-stage reads the distillation student too: a changed student redoes it
+    attack = lambda mode, path: (path, steal, trained + ["--mode", mode], [victim, styled] + [  # noqa: E731
+        attacker["distillation"]] * (mode == "multi-stage"))
     first = sorted(suspects[1:], key=lambda s: s[0] != "zero-shot")  # zero-shot is the longest attack
     st.run_all("steal", [attack(m, p) for m, p, _ in first if m != "multi-stage"], **pool)
     st.run_all("steal", [attack(m, p) for m, p, _ in suspects[1:] if m == "multi-stage"], **pool)
