@@ -130,54 +130,51 @@ def main(args):
     styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
     st.run("embed", styled, embed_features, staged + ["--preview"])
 
-    # 2. the defender's models per architecture, and the independent models, several at once
+    # 2.-5. the models, attacks, gradient sets and meta-classifiers: one list of jobs, each waiting for
+    #    the jobs whose outputs it reads, run in `workers` processes at once (Stages.run_all), so that the
+    #    stages overlap and no process waits for the end of a stage
     cores = torch.get_num_threads()
     workers = args.workers or (1 if device.type == "cuda" else min(2, cores))
     pool = dict(workers=workers, threads=max(1, cores // workers))
     plans = {arch: model_plan(preset, arch, M, reference) for arch in archs}
-    jobs = {path: trained + ["--arch", arch] + flags for arch in archs for path, flags in sum(plans[arch].values(), [])}
+    models = {path: trained + ["--arch", arch] + flags for arch in archs for path, flags in sum(plans[arch].values(), [])}
     independents = []
     for k, (arch, _) in enumerate(preset["independents"], 1):
         path = paths.independent(M, k, arch)
-        jobs[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)]
+        models[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)]
         independents.append(("independent", path, arch))
     for k, (arch, recipe) in enumerate(preset.get("hard_negatives", []) if args.hard_negatives else [],
                                        len(preset["independents"]) + 1):
         path = paths.independent(M, k, arch)
         flags = [f"--{key.replace('_', '-')}={value}" for key, value in recipe.items()]
-        jobs[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)] + flags
+        models[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)] + flags
         independents.append(("independent", path, arch))
+    files = {arch: {purpose: [path for path, _ in models_] for purpose, models_ in plan.items()}
+             for arch, plan in plans.items()}
+    victim = files[va]["pos"][0]
     # the longest first, so that no worker is left alone with a long job at the end: the victim's
     # architecture, then the attackers', the weak models (a few hundred images) last
     cost = lambda argv: ("--images" in argv, argv[argv.index("--arch") + 1] != va)  # noqa: E731
-    st.run_all("train", [(path, train_model, argv, [styled]) for path, argv in sorted(jobs.items(),
-                                                                                      key=lambda j: cost(j[1]))], **pool)
-    files = {arch: {purpose: [path for path, _ in models] for purpose, models in plan.items()}
-             for arch, plan in plans.items()}
+    train = [("train", path, train_model, argv, [styled]) for path, argv in sorted(models.items(), key=lambda j: cost(j[1]))]
+    assert train[0][1] == victim  # model_plan lists it first
 
-    # 3. the attacks (multi-stage fine-tunes the distillation student, so it comes after)
-    victim = files[va]["pos"][0]
+    # the attacks (multi-stage fine-tunes the distillation student, and lists it among its inputs)
     suspects = [("source", victim, va)] + [(mode, paths.attack(M, mode, paths.arch_for_mode(ds, mode)),
                                             paths.arch_for_mode(ds, mode)) for mode in ATTACK_MODES]
     attacker = dict((m, p) for m, p, _ in suspects[1:])
-    # multi-stage reads the distillation student too: a changed student redoes it
-    attack = lambda mode, path: (path, steal, trained + ["--mode", mode], [victim, styled] + [  # noqa: E731
-        attacker["distillation"]] * (mode == "multi-stage"))
-    first = sorted(suspects[1:], key=lambda s: s[0] != "zero-shot")  # zero-shot is the longest attack
-    st.run_all("steal", [attack(m, p) for m, p, _ in first if m != "multi-stage"], **pool)
-    st.run_all("steal", [attack(m, p) for m, p, _ in suspects[1:] if m == "multi-stage"], **pool)
+    steals = {m: ("steal", p, steal, trained + ["--mode", m], [victim, styled] + [attacker["distillation"]] * (
+        m == "multi-stage")) for m, p in attacker.items()}
     suspects += independents
 
-    # 4. gradient sets and 5. meta-classifiers: white-box per architecture, and one black-box classifier
-    #    over every architecture (a suspect behind an API has no known architecture; docs/API.md), plus one
-    #    black-box classifier per architecture with --black-box per-arch
+    # gradient sets and meta-classifiers: white-box per architecture, and one black-box classifier over
+    # every architecture (a suspect behind an API has no known architecture; docs/API.md), plus one
+    # black-box classifier per architecture with --black-box per-arch
     c = preset["clf"]
     suffix = "-refprotocol.pt" if reference else ".pt"
-
-    clf_jobs = []
+    gradient_jobs, clf_jobs = [], []
 
     def classifier(path, access, pos, negs, inputs, arch=None):
-        clf_jobs.append((path, train_clf, common + [
+        clf_jobs.append(("clf", path, train_clf, common + [
             "--dataset", ds, "--access", access, "--pos", *pos, "--neg", *negs, "--mlp_epoch", str(c["epochs"]),
             "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out",
             path] + ["--type", arch] * (arch is not None), pos + negs + [styled] + inputs))
@@ -185,20 +182,23 @@ def main(args):
 
     clfs = {}
     refs = {(arch, access): files[arch]["refs"] for arch in archs for access in ACCESSES}
+    every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
+    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", suffix), "black-box", every("pos"),
+                          every("neg") + every("weak"), [])  # the longest classifier first
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
         grads = [paths.gradient_set(dirs["gradients_set"], m, styled) for m in pos + neg]
-        for m, g in zip(pos + neg, grads):
-            st.run("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
+        gradient_jobs += [("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
+                          for m, g in zip(pos + neg, grads)]
         clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", pos, neg,
                                              grads, arch)
         if black_box == "per-arch":
             clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", suffix),
                                                  "black-box", pos, neg + weak, [], arch)
-    every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
-    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", suffix), "black-box", every("pos"),
-                          every("neg") + every("weak"), [])
-    st.run_all("clf", sorted(clf_jobs, key=lambda j: "--type" in j[2]), **pool)  # the any-arch one (longest) first
+    # the victim, then the attacks that need only it and take longest (zero-shot; distillation, which
+    # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
+    early = [steals.pop("zero-shot"), steals.pop("distillation")]
+    st.run_all(train[:1] + early + train[1:] + list(steals.values()) + gradient_jobs + clf_jobs, **pool)
     if black_box == "any-arch":  # the table's black-box column: the classifier an API suspect gets
         for arch in archs:
             clfs[arch, "black-box"], refs[arch, "black-box"] = any_arch, every("refs")

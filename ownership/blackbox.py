@@ -17,8 +17,9 @@ Query order is image-major: for image i, row i*(K+1) is the original x_i, then v
 import torch
 import torch.nn.functional as F
 
-from .data import augment, batches, load_dataset, normalise
+from .data import augment, load_dataset
 from .errors import UserError
+from .training import INFER_BATCH, softmax
 
 
 def originals(styled, dataset, data_dir, split):
@@ -44,13 +45,10 @@ def queries(styled, clean_x, dataset, views=4, seed=0):
     return torch.stack(vs, 1).reshape(-1, *xs.shape[1:]).contiguous()
 
 
-@torch.no_grad()
-def model_probs(model, q, dataset, device, batch_size=256):
+def model_probs(model, q, dataset, device, batch_size=INFER_BATCH):
     """float32 (Q, num_classes) softmax of `model` on the uint8 queries q (Q, C, H, W), normalised as
-    in training: what an honest API serving the model answers."""
-    model.eval()
-    out = [F.softmax(model(normalise(q[idx], dataset, device)).float(), 1).cpu() for idx in batches(len(q), batch_size)]
-    p = torch.cat(out)
+    in training (training.softmax): what an honest API serving the model answers."""
+    p = softmax(model, q, dataset, device, batch_size)
     if not torch.isfinite(p).all():
         raise UserError("NaN or Inf in the model's predictions; the checkpoint is broken or diverged")
     return p
@@ -67,7 +65,7 @@ def features_from_probs(probs, views):
     return (p[:, :1] - p[:, 1:]).reshape(len(p), -1).numpy()
 
 
-def features(model, styled, clean_x, dataset, device, views=4, seed=0, batch_size=256):
+def features(model, styled, clean_x, dataset, device, views=4, seed=0, batch_size=INFER_BATCH):
     """(N, views * num_classes) float32 features of `model` on stylised images and their originals:
     the model's softmax on queries() (the weights path), then features_from_probs."""
     q = queries(styled, clean_x, dataset, views, seed)

@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from tqdm import tqdm
 
@@ -109,40 +109,99 @@ class Stages:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - start, 1)
         self._finish(record)
 
-    def run_all(self, stage, jobs, workers=1, threads=None):
-        """Run the jobs of `stage` that are not done, [(outputs, module, argv, inputs)], none of which
-        reads another's outputs: in this process when `workers` is 1, else in `workers` processes of
-        `threads` torch threads each (small models leave the threads of one process idle: two
-        single-thread processes train about 1.3x (fp32) to 1.6x (bf16) as fast on 2 cores,
-        docs/BENCHMARKS.md). Each job is recorded as it finishes, so an interrupted batch resumes. A job
-        always runs under the same thread count, so a redone job gives the same bytes as the first run."""
-        todo = [(r, m, a) for r, m, a in ((self.pending(stage, o, m, a, i), m, a) for o, m, a, i in jobs) if r]
-        if not todo:
-            return 0
-        if workers <= 1:  # with several workers even one job goes to a worker: its thread count, its numbers
-            for record, module, argv in todo:
-                self._execute(stage, record, module, argv)
-            return len(todo)
-        start = time.time()
-        # the workers start with `threads` threads and without per-epoch progress bars (the environment
-        # is read when they start; the parent shows one bar over the jobs)
-        env = dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            with ProcessPoolExecutor(min(workers, len(todo)), multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_module, m.__name__, a): r for r, m, a in todo}
-                for f in tqdm(as_completed(futures), total=len(futures), desc=f"{stage} ({workers} processes)"):
-                    f.result()  # a job's error ends the run here, as it would in one process
-                    self._finish(futures[f])
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - start, 1)
-        return len(todo)
+    def run_all(self, jobs, workers=1, threads=None):
+        """Run the jobs that are not done, [(stage, outputs, module, argv, inputs)], in list order as far
+        as their inputs allow: a job whose inputs include another listed job's outputs waits for that
+        job, and whether it must run at all is decided then (on the inputs as they came out). The list
+        must name a job after the jobs it reads from. With `workers` 1 the jobs run in this process, else
+        in `workers` processes of `threads` torch threads each, the first ready job of the list going to
+        the first free process (small models leave the threads of one process idle: two single-thread
+        processes train about 1.3x (fp32) to 1.6x (bf16) as fast on 2 cores, docs/BENCHMARKS.md), so
+        the stages overlap. Each job is recorded as it finishes, so an interrupted run resumes. A job
+        always runs under the same thread count, so a redone job gives the same bytes as the first run.
+        self.timings[stage] grows by the span from the stage's first job start to its last job end.
+        Returns the number of jobs run."""
+        made_by = {}  # output -> index of the listed job that makes it
+        for i, (_, outputs, _, _, _) in enumerate(jobs):
+            made_by.update({o: i for o in ([outputs] if isinstance(outputs, str) else outputs)})
+        deps = []
+        for i, job in enumerate(jobs):
+            d = {made_by[p] for p in job[4] if p in made_by}
+            if any(k >= i for k in d):
+                raise ValueError(f"job {job[1]} is listed before a job whose outputs it reads")
+            deps.append(d)
+        state, records = {}, {}  # index -> 'todo' | 'wait' | 'running' | 'done'; index -> its record
+        for i, (stage, outputs, module, argv, inputs) in enumerate(jobs):
+            if any(state[k] != "done" for k in deps[i]):
+                state[i] = "wait"  # decided once its inputs exist
+                continue
+            records[i] = self.pending(stage, outputs, module, argv, inputs)
+            state[i] = "done" if records[i] is None else "todo"
+        spans = {}
+
+        def ready():
+            """The first job that can start now (its record made), or None."""
+            for i, (stage, outputs, module, argv, inputs) in enumerate(jobs):
+                if state[i] not in ("todo", "wait") or any(state[k] != "done" for k in deps[i]):
+                    continue
+                if state[i] == "wait":
+                    records[i] = self.pending(stage, outputs, module, argv, inputs)
+                    if records[i] is None:
+                        state[i] = "done"
+                        return ready()  # a job it held back may be ready now
+                return i
+            return None
+
+        def started(i):
+            state[i] = "running"
+            spans.setdefault(jobs[i][0], [time.time(), None])
+
+        def finished(i):
+            self._finish(records[i])
+            state[i] = "done"
+            spans[jobs[i][0]][1] = time.time()
+
+        n = 0
+        if workers <= 1:
+            while (i := ready()) is not None:
+                started(i)
+                _run_module(jobs[i][2].__name__, jobs[i][3], jobs[i][2])
+                finished(i)
+                n += 1
+        elif any(v in ("todo", "wait") for v in state.values()):  # several workers: even one job goes to a
+            # worker (its thread count, its numbers). They start with `threads` threads and no per-epoch
+            # progress bars (the environment is read when they start; the parent shows one bar over the jobs)
+            env = dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            left = sum(v in ("todo", "wait") for v in state.values())
+            try:
+                with ProcessPoolExecutor(min(workers, left), multiprocessing.get_context("spawn")) as pool, \
+                        tqdm(total=left, desc=f"{' + '.join(dict.fromkeys(j[0] for j in jobs))} ({workers} processes)") as bar:
+                    running = {}
+                    while True:
+                        while len(running) < workers and (i := ready()) is not None:
+                            started(i)
+                            running[pool.submit(_run_module, jobs[i][2].__name__, jobs[i][3])] = i
+                        if not running:
+                            break
+                        done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            f.result()  # a job's error ends the run here, as it would in one process
+                            finished(running.pop(f))
+                            n += 1
+                        bar.total = n + sum(v in ("todo", "wait", "running") for v in state.values())
+                        bar.update(len(done))
+            finally:
+                for k, v in saved.items():
+                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        for stage, (t0, t1) in spans.items():
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + t1 - t0, 1)
+        return n
 
 
-def _run_module(name, argv):
-    """module `name`'s main on argv, in a worker process (a UserError reaches the parent as itself)."""
-    module = importlib.import_module(name)
+def _run_module(name, argv, module=None):
+    """module `name`'s main on argv (in a worker process, a UserError reaches the parent as itself);
+    `module`: the module itself, in this process."""
+    module = module or importlib.import_module(name)
     module.main(module.get_parser().parse_args(argv))

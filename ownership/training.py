@@ -174,17 +174,37 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
     return model
 
 
+# every forward pass without gradients (accuracy, black-box queries, a victim's soft labels) runs in
+# channels_last at batch 64: on one CPU thread N x the contiguous batch-512 pass (docs/BENCHMARKS.md,
+# "Inference")
+INFER_BATCH = 64
+
+
 @torch.no_grad()
-def predict(model, images, dataset, device="cpu", batch=512, temperature=1.0):
-    """Softmax outputs (N, C) on un-augmented images, of the logits divided by `temperature`."""
-    model.eval()
+def softmax(model, x, dataset, device="cpu", batch=INFER_BATCH, temperature=1.0):
+    """float32 (N, num_classes) softmax of `model`'s logits / `temperature` on uint8 images x
+    (N, C, H, W), normalised as in training, in eval mode. The model runs in channels_last and is
+    given back in the layout it came in (the gradient engine's float32 sums depend on the layout)."""
+    was_cl = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+                 for p in model.parameters())
+    model.eval().to(memory_format=torch.channels_last)
     out = []
-    for idx in batches(len(images), batch):
-        out.append(F.softmax(model(normalise(images.x[idx], dataset, device)).float() / temperature, 1).cpu())
+    try:
+        for idx in batches(len(x), batch):
+            xb = normalise(x[idx], dataset, device).contiguous(memory_format=torch.channels_last)
+            out.append(F.softmax(model(xb).float() / temperature, 1).cpu())
+    finally:
+        if not was_cl:
+            model.to(memory_format=torch.contiguous_format)
     return torch.cat(out)
 
 
-def accuracy(model, images, dataset, device="cpu", batch=512):
+def predict(model, images, dataset, device="cpu", batch=INFER_BATCH, temperature=1.0):
+    """Softmax outputs (N, C) on un-augmented images (an ImageSet), of the logits divided by `temperature`."""
+    return softmax(model, images.x, dataset, device, batch, temperature)
+
+
+def accuracy(model, images, dataset, device="cpu", batch=INFER_BATCH):
     if len(images) == 0:
         return float("nan")
     return (predict(model, images, dataset, device, batch).argmax(1) == images.y).float().mean().item()

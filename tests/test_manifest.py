@@ -96,13 +96,42 @@ def test_run_all_runs_jobs_in_worker_processes(tmp_path):
     import toy_stage
     manifest = str(tmp_path / "manifest.json")
     outs = [str(tmp_path / f"{k}.txt") for k in range(4)]
-    jobs = [(o, toy_stage, ["--out", o, "--text", f"job{k}"], []) for k, o in enumerate(outs)]
+    jobs = [("toy", o, toy_stage, ["--out", o, "--text", f"job{k}"], []) for k, o in enumerate(outs)]
     st = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
-    assert st.run_all("toy", jobs, workers=2, threads=1) == 4
+    assert st.run_all(jobs, workers=2, threads=1) == 4
     for k, o in enumerate(outs):
         text, pid, threads = open(o).read().split()
         assert text == f"job{k}" and int(pid) != os.getpid() and threads == "1"
     done = json.load(open(manifest))
     assert all(done[o]["outputs"] == {o: reproduce.checksum(o)} for o in outs) and "toy" in st.timings
     again = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
-    assert again.run_all("toy", jobs, workers=2, threads=1) == 0
+    assert again.run_all(jobs, workers=2, threads=1) == 0
+
+
+def test_run_all_waits_for_the_jobs_a_job_reads(tmp_path):
+    """A job whose inputs are another listed job's outputs starts after it and reads what it wrote,
+    in worker processes and in this one; when an upstream job is redone, the job reading it is decided
+    on its new output; a job listed before the job it reads from is refused."""
+    import toy_stage
+    a, b, c, d = (str(tmp_path / f"{n}.txt") for n in "abcd")
+    jobs = [("one", a, toy_stage, ["--out", a, "--text", "A"], []),
+            ("one", b, toy_stage, ["--out", b, "--text", "B"], []),
+            ("two", c, toy_stage, ["--out", c, "--text", "C", "--src", a, b], [a, b]),
+            ("three", d, toy_stage, ["--out", d, "--text", "D", "--src", c], [c])]
+    for workers in (2, 1):
+        manifest = str(tmp_path / f"manifest{workers}.json")
+        st = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
+        assert st.run_all(jobs, workers=workers, threads=1) == 4
+        assert open(d).read().split()[0] == "D+C+A+B"
+        assert set(st.timings) == {"one", "two", "three"}
+        # a redone: in a new worker its pid, so its bytes, differ and c and d are redone; in this process
+        # it comes out the same, so c and d are not
+        os.remove(a)
+        assert reproduce.Stages(manifest, {"preset": 1}, 0, force=False).run_all(
+            jobs, workers=workers, threads=1) == (3 if workers > 1 else 1)
+    try:
+        reproduce.Stages(str(tmp_path / "m.json"), {"preset": 1}, 0, force=False).run_all(jobs[::-1])
+    except ValueError as e:
+        assert "listed before" in str(e)
+    else:
+        raise AssertionError("a job listed before its input's job was accepted")

@@ -138,3 +138,31 @@ def test_distillation_without_augmentation_queries_the_victim_once(monkeypatch):
                      amp="none")
     for a, b in zip(once.state_dict().values(), every.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-4)
+
+
+def test_softmax_matches_the_plain_pass_and_keeps_the_layout():
+    """training.softmax (channels_last, batch INFER_BATCH) gives the contiguous one-batch pass's
+    probabilities to float32 rounding, and hands the model back in the layout it came in."""
+    torch.manual_seed(0)
+    model = get_model("wrn10-1", 10, 1)
+    model.train(True)
+    tr.train(model, _toy_images(), "fmnist", epochs=1, lr=0.05, batch=32, augment=False, amp="none")  # real BN stats
+    model.to(memory_format=torch.contiguous_format)
+    x = torch.randint(0, 256, (150, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        want = torch.softmax(model.eval()(tr.normalise(x, "fmnist", "cpu")), 1)
+    got = tr.softmax(model, x, "fmnist")
+    assert got.shape == (150, 10) and got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())
+    model.to(memory_format=torch.channels_last)
+    tr.softmax(model, x, "fmnist")
+    conv = model.conv1.weight if model.conv1.weight.shape[1] > 1 else model.blocks[0].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+def _toy_images(n=96):
+    from ownership.data import ImageSet
+    g = torch.Generator().manual_seed(1)
+    return ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
+                    torch.randint(0, 10, (n,), generator=g), list(range(10)), torch.arange(n))
