@@ -32,6 +32,7 @@ from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.manifest import Stages
 from ownership.presets import DATASETS
+from ownership.training import amp_name
 from ownership.verify import Protocol, Verifier
 
 matplotlib.use("Agg")
@@ -98,6 +99,35 @@ def model_plan(preset, arch, model_dir, reference_protocol):
     return plan
 
 
+# `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on a 2-core AMD EPYC CPU with the
+# CPU to itself (docs/BENCHMARKS.md, "Per-stage times"); the start-up line quotes them
+MEASURED_MINUTES = {("fmnist", "bf16"): 7.7, ("fmnist", "fp32"): 10.1}
+
+
+def float_path(device, amp):
+    """(name, why): the float path of the training steps ('bf16' or 'fp32', training.amp_name) and why."""
+    name = amp_name(device, amp)
+    if amp != "auto":
+        why = f"--amp {amp}"
+    elif device.type == "cuda":
+        why = "a CUDA device"
+    else:
+        why = ("this CPU has native bf16 (AVX512-BF16 or AMX); --amp none forces fp32" if name == "bf16" else
+               "this CPU has no native bf16 (emulated bf16 is slower than fp32); --amp bf16 forces it")
+    return name, why
+
+
+def announce(args, device, workers, threads):
+    """One line at the start: the float path and why, the worker processes, and the measured time of
+    this preset and path where there is one."""
+    name, why = float_path(device, args.amp)
+    minutes = MEASURED_MINUTES.get((args.preset, name)) if device.type == "cpu" and args.scale == 1 else None
+    when = (f"; from nothing about {minutes:.0f} min on a 2-core CPU, less for finished stages" if minutes
+            else "; no measured time for this preset and device (docs/BENCHMARKS.md)")
+    print(f"reproduce.py: preset {args.preset}, seed {args.seed}; training in {name} ({why}); {workers} worker "
+          f"process{'es' * (workers > 1)} of {threads} thread{'s' * (threads > 1)}{when}", flush=True)
+
+
 def main(args):
     preset = cli.preset_of(args)
     ds = preset["dataset"]
@@ -123,6 +153,10 @@ def main(args):
     # which black-box classifiers are trained and used; the reference protocol's are per architecture [R]
     black_box = "per-arch" if reference else args.black_box or preset["black_box"]
     device = cli.get_device(args.gpu)
+    cores = torch.get_num_threads()
+    workers = args.workers or (1 if device.type == "cuda" else min(2, cores))
+    pool = dict(workers=workers, threads=max(1, cores // workers))
+    announce(args, device, **pool)
     M = dirs["model"]
     t0 = time.time()
 
@@ -133,9 +167,6 @@ def main(args):
     # 2.-5. the models, attacks, gradient sets and meta-classifiers: one list of jobs, each waiting for
     #    the jobs whose outputs it reads, run in `workers` processes at once (Stages.run_all), so that the
     #    stages overlap and no process waits for the end of a stage
-    cores = torch.get_num_threads()
-    workers = args.workers or (1 if device.type == "cuda" else min(2, cores))
-    pool = dict(workers=workers, threads=max(1, cores // workers))
     plans = {arch: model_plan(preset, arch, M, reference) for arch in archs}
     models = {path: trained + ["--arch", arch] + flags for arch in archs for path, flags in sum(plans[arch].values(), [])}
     independents = []

@@ -45,6 +45,7 @@ def test_results_json(smoke):
     for f in ("results.md", "results.png"):
         assert os.path.getsize(root / "results" / f) > 0
     assert "| source |" in r.stdout  # the table is printed
+    assert "training in bf16" in r.stdout or "training in fp32" in r.stdout  # the float path, said at the start
 
 
 def test_reference_is_held_out(smoke):
