@@ -1,4 +1,4 @@
-"""Reproduce the paper's verification table from nothing: every stage, in order, resumable.
+"""Reproduce the paper's verification table from nothing: every stage, resumable.
 
     python reproduce.py                        # the embedded default: Fashion-MNIST on the CPU
     python reproduce.py --preset smoke         # a few hundred images, about a minute (the tests use it)
@@ -7,7 +7,9 @@
 Stages: embed_features -> train_model (per architecture: victim-like and benign models behind the
 meta-classifiers, weak benign models for the black-box ones, the held-out benign references; the
 independent models) -> steal (the attacks) -> gradientset -> train_clf -> verification of every suspect
-(ownership.verify, the preset's protocol). Artefacts go to the reference folders (data/, model/,
+(ownership.verify, the preset's protocol). Between embedding and verification every job (a model, an
+attack, a gradient set, a classifier) starts as soon as the jobs whose outputs it reads are done, in
+--workers processes, so the stages overlap. Artefacts go to the reference folders (data/, model/,
 gradients_set/, prob/) under --workdir (default: the repository for real presets, results/smoke for
 smoke), so the reference commands work on them afterwards. A stage is skipped when <out>/manifest.json
 records it with the same arguments, preset, seed and input checksums, and its outputs still have the
@@ -67,8 +69,9 @@ def get_parser():
                    help="also train and verify the preset's harder negatives: independent models trained with "
                         "recipes the defender never used (the validity study)")
     p.add_argument("--workers", type=int, default=None,
-                   help="models trained at once, each in its own process with cores/workers threads (default: 2 "
-                        "on a CPU with 2 or more cores, where small models leave threads idle; 1 on CUDA)")
+                   help="jobs (models, attacks, gradient sets, classifiers) run at once, each in its own process "
+                        "with cores/workers threads (default: 2 on a CPU with 2 or more cores, where small models "
+                        "leave threads idle; 1 on CUDA)")
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
     p.add_argument("--debug", action="store_true")

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -117,10 +118,11 @@ class Stages:
         in `workers` processes of `threads` torch threads each, the first ready job of the list going to
         the first free process (small models leave the threads of one process idle: two single-thread
         processes train about 1.3x (fp32) to 1.6x (bf16) as fast on 2 cores, docs/BENCHMARKS.md), so
-        the stages overlap. Each job is recorded as it finishes, so an interrupted run resumes. A job
-        always runs under the same thread count, so a redone job gives the same bytes as the first run.
-        self.timings[stage] grows by the span from the stage's first job start to its last job end.
-        Returns the number of jobs run."""
+        the stages overlap. Each job is recorded as it finishes, so an interrupted run resumes; when a
+        job fails, the jobs running beside it are finished and recorded before its error is raised. A
+        job always runs under the same thread count, so a redone job gives the same bytes as the first
+        run. self.timings[stage] grows by the seconds its jobs ran (with several workers the stages of
+        one call add up to about `workers` times its wall clock). Returns the number of jobs run."""
         made_by = {}  # output -> index of the listed job that makes it
         for i, (_, outputs, _, _, _) in enumerate(jobs):
             made_by.update({o: i for o in ([outputs] if isinstance(outputs, str) else outputs)})
@@ -137,7 +139,7 @@ class Stages:
                 continue
             records[i] = self.pending(stage, outputs, module, argv, inputs)
             state[i] = "done" if records[i] is None else "todo"
-        spans = {}
+        began = {}
 
         def ready():
             """The first job that can start now (its record made), or None."""
@@ -153,13 +155,13 @@ class Stages:
             return None
 
         def started(i):
-            state[i] = "running"
-            spans.setdefault(jobs[i][0], [time.time(), None])
+            state[i], began[i] = "running", time.time()
 
         def finished(i):
             self._finish(records[i])
             state[i] = "done"
-            spans[jobs[i][0]][1] = time.time()
+            stage = jobs[i][0]
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - began[i], 1)
 
         n = 0
         if workers <= 1:
@@ -186,17 +188,25 @@ class Stages:
                         if not running:
                             break
                         done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        failed = [f for f in done if f.exception() is not None]
+                        if failed:  # a job's error ends the run, as it would in one process, once the
+                            # jobs beside it have finished and been recorded (a resume skips them)
+                            print(f"{jobs[running[failed[0]]][1]} failed; finishing the {len(running) - len(failed)} "
+                                  f"job(s) running beside it", file=sys.stderr, flush=True)
+                            for f in wait(running).done:
+                                if f.exception() is None:
+                                    finished(running[f])
+                            failed[0].result()
                         for f in done:
-                            f.result()  # a job's error ends the run here, as it would in one process
                             finished(running.pop(f))
                             n += 1
                         bar.total = n + sum(v in ("todo", "wait", "running") for v in state.values())
                         bar.update(len(done))
+                    bar.total = n  # jobs decided only now may have been skipped
+                    bar.refresh()
             finally:
                 for k, v in saved.items():
                     os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        for stage, (t0, t1) in spans.items():
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + t1 - t0, 1)
         return n
 
 

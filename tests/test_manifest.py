@@ -135,3 +135,17 @@ def test_run_all_waits_for_the_jobs_a_job_reads(tmp_path):
         assert "listed before" in str(e)
     else:
         raise AssertionError("a job listed before its input's job was accepted")
+
+
+def test_a_failed_job_ends_the_run_after_the_jobs_beside_it_are_recorded(tmp_path):
+    import pytest
+    import toy_stage
+    from ownership.errors import UserError
+    ok, bad, later = (str(tmp_path / f"{n}.txt") for n in ("ok", "bad", "later"))
+    jobs = [("toy", ok, toy_stage, ["--out", ok, "--sleep", "2"], []),
+            ("toy", bad, toy_stage, ["--out", bad, "--fail"], []),
+            ("toy", later, toy_stage, ["--out", later, "--src", bad], [bad])]
+    manifest = str(tmp_path / "manifest.json")
+    with pytest.raises(UserError, match="toy failure"):
+        reproduce.Stages(manifest, {"preset": 1}, 0, force=False).run_all(jobs, workers=2, threads=1)
+    assert list(json.load(open(manifest))) == [ok] and not os.path.exists(later)  # ok recorded, later never ran
