@@ -90,12 +90,15 @@ def test_cifar10_preset_end_to_end(repo, tmp_path):
         assert g.shape == (30, dim) and g.dtype == np.int8
         clf = torch.load(work / "model" / "clf" / f"gradsign-cifar10-{arch}.pt", weights_only=True)
         assert clf["d"] == dim and clf["n_train"] + clf["n_test"] == 6 * 30  # 2 victim-like + 4 benign models
-    for _, c in classifiers:  # 4 held-out references per architecture, none behind a classifier
+    # 4 held-out references per architecture, none behind a classifier; the black-box classifier is the
+    # one over both architectures (the preset's black_box="any-arch"), with the weak benign models too
+    for access, c in classifiers:
+        archs = 2 if access == "black-box" else 1
         names = lambda paths: {os.path.basename(x) for x in paths}  # noqa: E731
-        assert len(c["references"]) == 4 and not names(c["references"]) & names(c["trained_on"]["neg"])
-    for access, c in classifiers:  # the weak benign models are negatives of black-box only
-        assert len(c["trained_on"]["neg"]) == (6 if access == "black-box" else 4), access
-        assert sum("-weak" in x for x in c["trained_on"]["neg"]) == (2 if access == "black-box" else 0), access
+        assert len(c["references"]) == 4 * archs and not names(c["references"]) & names(c["trained_on"]["neg"])
+        assert len(c["trained_on"]["neg"]) == (12 if access == "black-box" else 4), access
+        assert sum("-weak" in x for x in c["trained_on"]["neg"]) == (4 if access == "black-box" else 0), access
+        assert (c["path"] == "model/clf/blackbox-cifar10.pt") == (access == "black-box"), c["path"]
     vict = torch.load(work / "model" / "victim" / "vict-wrn28-10.pt", weights_only=True)
     assert vict["preset"]["name"] == "cifar10" and vict["train"]["epochs"] == 1
     assert vict["metrics"]["train_images"] == 300
