@@ -175,8 +175,8 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
 
 
 # every forward pass without gradients (accuracy, black-box queries, a victim's soft labels) runs in
-# channels_last at batch 64: on one CPU thread N x the contiguous batch-512 pass (docs/BENCHMARKS.md,
-# "Inference")
+# channels_last at batch 64: 2.2-2.5x the images/s of the contiguous batch-512 pass on one or two CPU
+# threads (wrn16-1, wrn10-1; docs/BENCHMARKS.md, "Inference")
 INFER_BATCH = 64
 
 
