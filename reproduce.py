@@ -233,9 +233,11 @@ def main(args):
     # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
     early = [steals.pop("zero-shot"), steals.pop("distillation")]
     st.run_all(train[:1] + early + train[1:] + list(steals.values()) + gradient_jobs + clf_jobs, **pool)
-    if black_box == "any-arch":  # the table's black-box column: the classifier an API suspect gets
+    if black_box == "any-arch":  # the table's black-box column: the classifier an API suspect gets, and the
+        # references in the order ownership_verification.py takes them (paths.all_references: by architecture name)
         for arch in archs:
-            clfs[arch, "black-box"], refs[arch, "black-box"] = any_arch, every("refs")
+            clfs[arch, "black-box"] = any_arch
+            refs[arch, "black-box"] = [f for a in sorted(archs) for f in files[a]["refs"]]
 
     # 6. verification of every suspect against the held-out references of its architecture
     start = time.time()
