@@ -183,7 +183,7 @@ def main(args):
         flags = [f"--{key.replace('_', '-')}={value}" for key, value in recipe.items()]
         models[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)] + flags
         independents.append(("independent", path, arch))
-    files = {arch: {purpose: [path for path, _ in models_] for purpose, models_ in plan.items()}
+    files = {arch: {purpose: [path for path, _ in entries] for purpose, entries in plan.items()}
              for arch, plan in plans.items()}
     victim = files[va]["pos"][0]
     # the longest first, so that no worker is left alone with a long job at the end: the victim's
@@ -233,11 +233,9 @@ def main(args):
     # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
     early = [steals.pop("zero-shot"), steals.pop("distillation")]
     st.run_all(train[:1] + early + train[1:] + list(steals.values()) + gradient_jobs + clf_jobs, **pool)
-    if black_box == "any-arch":  # the table's black-box column: the classifier an API suspect gets, and the
-        # references in the order ownership_verification.py takes them (paths.all_references: by architecture name)
+    if black_box == "any-arch":  # the table's black-box column: the classifier and references an API suspect gets
         for arch in archs:
-            clfs[arch, "black-box"] = any_arch
-            refs[arch, "black-box"] = [f for a in sorted(archs) for f in files[a]["refs"]]
+            clfs[arch, "black-box"], refs[arch, "black-box"] = any_arch, paths.all_references(M, archs)
 
     # 6. verification of every suspect against the held-out references of its architecture
     start = time.time()

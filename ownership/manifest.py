@@ -97,18 +97,7 @@ class Stages:
     def run(self, stage, outputs, module, argv, inputs=()):
         """Run one job of `stage` (module.main on argv) in this process unless it is done. Returns
         whether it ran."""
-        record = self.pending(stage, outputs, module, argv, inputs)
-        if record is None:
-            return False
-        self._execute(stage, record, module, argv)
-        return True
-
-    def _execute(self, stage, record, module, argv):
-        """Run a pending job in this process and record it."""
-        start = time.time()
-        module.main(module.get_parser().parse_args(argv))
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - start, 1)
-        self._finish(record)
+        return self.run_all([(stage, outputs, module, argv, inputs)]) == 1
 
     def run_all(self, jobs, workers=1, threads=None):
         """Run the jobs that are not done, [(stage, outputs, module, argv, inputs)], in list order as far
@@ -167,7 +156,7 @@ class Stages:
         if workers <= 1:
             while (i := ready()) is not None:
                 started(i)
-                _run_module(jobs[i][2].__name__, jobs[i][3], jobs[i][2])
+                _run_module(jobs[i][2], jobs[i][3])
                 finished(i)
                 n += 1
         elif any(v in ("todo", "wait") for v in state.values()):  # several workers: even one job goes to a
@@ -184,7 +173,7 @@ class Stages:
                     while True:
                         while len(running) < workers and (i := ready()) is not None:
                             started(i)
-                            running[pool.submit(_run_module, jobs[i][2].__name__, jobs[i][3])] = i
+                            running[pool.submit(_run_module, jobs[i][2].__name__, jobs[i][3])] = i  # by name
                         if not running:
                             break
                         done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -210,8 +199,8 @@ class Stages:
         return n
 
 
-def _run_module(name, argv, module=None):
-    """module `name`'s main on argv (in a worker process, a UserError reaches the parent as itself);
-    `module`: the module itself, in this process."""
-    module = module or importlib.import_module(name)
+def _run_module(module, argv):
+    """`module`'s main on argv; `module` is the module, or in a worker process its name (a UserError
+    reaches the parent as itself)."""
+    module = importlib.import_module(module) if isinstance(module, str) else module
     module.main(module.get_parser().parse_args(argv))

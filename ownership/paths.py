@@ -94,9 +94,11 @@ def archs_with(model_dir, role="victim"):
     return sorted(a for a in MODELS if os.path.exists(os.path.join(folder, f"{stem}-{a}.pt")))
 
 
-def all_references(model_dir):
-    """The held-out benign references of every architecture (benign-<arch>-ref*.pt), by architecture."""
-    return [r for a in archs_with(model_dir, "benign") for r in references(model_dir, a)]
+def all_references(model_dir, archs=None):
+    """The held-out benign references (benign-<arch>-ref*.pt) of `archs` (default: every architecture
+    with a benign model), architectures in name order: the order every black-box verification over all
+    architectures takes them in (the 'paper' test reads the first)."""
+    return [r for a in sorted(archs or archs_with(model_dir, "benign")) for r in references(model_dir, a)]
 
 
 def styled_folder(dataset, gamma=0.1):

@@ -184,7 +184,8 @@ INFER_BATCH = 64
 def softmax(model, x, dataset, device="cpu", batch=INFER_BATCH, temperature=1.0):
     """float32 (N, num_classes) softmax of `model`'s logits / `temperature` on uint8 images x
     (N, C, H, W), normalised as in training, in eval mode. The model runs in channels_last and is
-    given back in the layout it came in (the gradient engine's float32 sums depend on the layout)."""
+    given back in the layout it came in, so that a pass leaves no trace on what runs after it (float32
+    sums may differ between layouts)."""
     was_cl = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
                  for p in model.parameters())
     model.eval().to(memory_format=torch.channels_last)
