@@ -1,10 +1,13 @@
-"""Collect a model's gradient-sign vectors on the transformed (stylised) images.
+"""Collect a model's white-box feature vectors on the transformed (stylised) images: the signs of its
+per-sample weight gradients (the paper; the default), or with --feature input-gradient its per-sample
+input gradients.
 
     python gradientset.py --model=wrn16-1 --m=./model/victim/vict-wrn16-1.pt --dataset=cifar10 --gpu=0
     python gradientset.py --m=./model/victim/vict-wrn16-1.pt --dataset=fmnist
     torchrun --standalone --nproc_per_node=4 gradientset.py --model_root=model/victim/vict-wrn28-10.pt --dataset=cifar10
 
-Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image).
+Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image; input
+gradients: g_x.npy, float32), and what made it in g_f.json (g_x.json).
 Under torchrun each rank takes a contiguous shard of the images and rank 0 writes the one file,
 identical to a single process's. Spell --m as --model_root there: torchrun's parser takes --m for an
 ambiguous prefix of its own options (--module, --master-addr ...) and stops.
@@ -13,6 +16,7 @@ ambiguous prefix of its own options (--module, --master-addr ...) and stops.
 from network import MODELS
 from ownership import cli, gradient_sets
 from ownership import distributed as dd
+from ownership.constants import WHITE_BOX
 
 
 def get_parser():
@@ -26,6 +30,9 @@ def get_parser():
     p.add_argument("--batch_size", type=int, default=128, help="images per batched gradient step")
     p.add_argument("--split", default="train", choices=["train", "test"],
                    help="which part of the transformed set (default: train, as the reference)")
+    p.add_argument("--feature", default="weight-signs", choices=WHITE_BOX,
+                   help="weight-signs: signs of the reduced weight gradients (the paper); input-gradient: the loss "
+                        "gradient w.r.t. the image (the fmnist preset's, docs/VALIDITY.md)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="use the images as they are instead of the training transform")
     return cli.add_common(p)
@@ -35,8 +42,8 @@ def main(args):
     cli.seed_everything(args.seed)
     device = dd.setup(cli.get_device(args.gpu))
     out = gradient_sets.collect(args.model_root, args.dataset, args.data_dir, args.grad_dir, args.gamma, args.split,
-                            args.model, args.num_classes, device, args.batch_size, args.augment, args.seed,
-                            args.gradientset_path)
+                                args.model, args.num_classes, device, args.batch_size, args.augment, args.seed,
+                                args.gradientset_path, args.feature)
     if dd.is_main():
         print(f"wrote {out}")
     return out

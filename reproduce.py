@@ -153,8 +153,10 @@ def main(args):
     trained = staged + ["--amp", args.amp, "--resume"]
     os.makedirs(out, exist_ok=True)
     st = Stages(os.path.join(out, "manifest.json"), preset, args.seed, args.force)
-    # which black-box classifiers are trained and used; the reference protocol's are per architecture [R]
+    # which black-box classifiers are trained and used, and the white-box features; the reference
+    # protocol's are per architecture, and the paper's weight signs with the training transform [R]
     black_box = "per-arch" if reference else args.black_box or preset["black_box"]
+    white_box = dict(feature="weight-signs", augment=True) if reference else preset["white_box"]
     device = cli.get_device(args.gpu)
     cores = torch.get_num_threads()
     workers = args.workers or (1 if device.type == "cuda" else min(2, cores))
@@ -211,7 +213,8 @@ def main(args):
         clf_jobs.append(("clf", path, train_clf, common + [
             "--dataset", ds, "--access", access, "--pos", *pos, "--neg", *negs, "--mlp_epoch", str(c["epochs"]),
             "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out",
-            path] + ["--type", arch] * (arch is not None), pos + negs + [styled] + inputs))
+            path] + ["--type", arch] * (arch is not None) + ["--feature", white_box["feature"]] * (access == "white-box"),
+            pos + negs + [styled] + inputs))
         return path
 
     clfs = {}
@@ -221,8 +224,9 @@ def main(args):
                           every("neg") + every("weak"), [])  # the longest classifier first
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
-        grads = [paths.gradient_set(dirs["gradients_set"], m, styled) for m in pos + neg]
-        gradient_jobs += [("gradients", g, gradientset, common + ["--dataset", ds, "--m", m], [m, styled])
+        grads = [paths.gradient_set(dirs["gradients_set"], m, styled, feature=white_box["feature"]) for m in pos + neg]
+        flags = ["--feature", white_box["feature"]] + ["--no-augment"] * (not white_box["augment"])
+        gradient_jobs += [("gradients", g, gradientset, common + ["--dataset", ds, "--m", m] + flags, [m, styled])
                           for m, g in zip(pos + neg, grads)]
         clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", pos, neg,
                                              grads, arch)
@@ -272,7 +276,7 @@ def main(args):
             references=[rel(r) for r in refs[arch, access]],
             trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
-                  **protocol.record()), black_box=black_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
+                  **protocol.record()), black_box=black_box, white_box=white_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
                   timings=st.timings)
     write_results(out, result, probs)
     print(table(result))

@@ -1,5 +1,6 @@
 """Train the ownership meta-classifier: gradient-sign vectors of victim-like models (label 1)
-against those of benign models (label 0).
+against those of benign models (label 0); with --feature input-gradient, their input gradients
+(gradientset.py --feature input-gradient).
 
     python train_clf.py --type=wrn28-10 --dataset=cifar10 --gpu=0
     python train_clf.py --type=wrn16-1 --dataset=fmnist
@@ -19,7 +20,7 @@ import os
 
 from network import MODELS
 from ownership import blackbox, cli, gradient_sets, jsonio, metaclf, paths
-from ownership.constants import ACCESSES
+from ownership.constants import ACCESSES, WHITE_BOX
 from ownership.errors import UserError
 from ownership.checkpoints import load_model, save_checkpoint
 from ownership.data import load_styled
@@ -43,11 +44,13 @@ def get_parser():
                         "benign-<type>-weak<k>.pt)")
     p.add_argument("--access", default="white-box", choices=ACCESSES,
                    help="white-box: gradient signs (the paper); black-box: prediction shifts (MOVE)")
+    p.add_argument("--feature", default="weight-signs", choices=WHITE_BOX,
+                   help="white-box: which gradient sets (gradientset.py --feature) the classifier reads")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
     p.add_argument("--l2", default="auto", choices=["auto", "on", "off"],
                    help="L2-normalise each feature vector before standardising (auto: on for gradient signs, as "
-                        "the reference; off for black-box prediction shifts, whose size is the signal: "
-                        "docs/VALIDITY.md)")
+                        "the reference; off for input gradients and black-box prediction shifts, whose size is "
+                        "the signal: docs/VALIDITY.md)")
     p.add_argument("--out", default=None, help="output (default: model/clf/gradsign-<dataset>-<type>.pt)")
     return cli.add_common(p)
 
@@ -79,9 +82,13 @@ def main(args):
                                       made_by="python train_model.py")
                 out.append(blackbox.features(model, styled, clean_x, args.dataset, device, args.views, args.seed))
                 continue
-            g = paths.gradient_set(args.grad_dir, m, folder)
-            out.append(gradient_sets.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset}"))
+            g = paths.gradient_set(args.grad_dir, m, folder, feature=args.feature)
+            out.append(gradient_sets.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset} "
+                                                 f"--feature {args.feature}"))
+            augment.add(gradient_sets.load_meta(g).get("augment", True))
         return out
+
+    augment = set()  # white-box: whether the sets were made with the training transform (verify.py repeats it)
 
     d = DATASETS[args.dataset]
     if args.access == "black-box":
@@ -89,17 +96,21 @@ def main(args):
         clean_x = blackbox.originals(styled, args.dataset, args.data_dir, "train")
 
     pos_sets, neg_sets = sets(pos), sets(neg)
+    if len(augment) > 1:
+        raise UserError(f"the gradient sets of {', '.join(pos + neg)} were made some with and some without "
+                        f"--no-augment; remake them all one way with gradientset.py")
     dims = {a.shape[1] for a in pos_sets + neg_sets}
     if len(dims) != 1:
         raise UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
                         f"{args.model_type}")
-    l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box")
+    l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box" and args.feature == "weight-signs")
     fit = dict(epochs=args.mlp_epoch, lr=args.lr, batch_size=args.batch_size, hidden_cap=args.hidden_cap,
                seed=args.seed, l2=l2)
     ck = metaclf.fit(pos_sets, neg_sets, device=device, sources=dict(pos=[os.path.abspath(m) for m in pos],
                                                                      neg=[os.path.abspath(m) for m in neg]), **fit)
     ck["model_level"] = metaclf.model_level_auc(pos_sets, neg_sets, device, **fit)
     ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind=args.access, views=args.views,
+              feature=args.feature if args.access == "white-box" else None, augment=augment.pop() if augment else None,
               args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
     out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type, args.access)
     save_checkpoint(out, ck)

@@ -7,6 +7,11 @@ ACCESSES   white-box: signs of per-sample weight gradients (the paper); black-bo
            shifts only (MOVE)
 COLUMNS    the verdicts reported for a suspect: each access's, and the baseline that needs no
            meta-classifier (the suspect's correctness on each stylised image, paired with the references')
+WHITE_BOX  the white-box features, per stylised image: weight-signs (the paper [P, R]: signs of the
+           per-sample loss gradient w.r.t. the weights, reduced by the reference's rule) or
+           input-gradient (ours: the per-sample loss gradient w.r.t. the input image; it does not depend on
+           how a model's neurons are ordered, so it transfers to models the classifier never saw:
+           docs/VALIDITY.md, "White-box features")
 BLACK_BOX  the black-box meta-classifiers: per-arch (one per architecture) or any-arch (one over
            every architecture, for a suspect whose architecture is unknown, e.g. behind an API)
 TESTS      the hypothesis tests of ownership/stats.py, by name
@@ -22,6 +27,7 @@ SUSPECT_MODES = ("source",) + ATTACK_MODES           # the rows of a reproductio
 MODES = SUSPECT_MODES + ("benign", "independent")     # what ownership_verification.py --mode takes
 ACCESSES = ("white-box", "black-box")
 COLUMNS = ACCESSES + ("baseline",)  # the verdicts of a results row: each access, and the baseline
+WHITE_BOX = ("weight-signs", "input-gradient")  # white-box features: the paper's, or the input gradient
 BLACK_BOX = ("per-arch", "any-arch")  # which black-box meta-classifier: one per architecture, or one for all
 TESTS = {"paired-all": "paired one-sided t-test against each benign reference, largest p",
          "paper": "paired one-sided t-test against the first reference (paper)",

@@ -1,7 +1,9 @@
-"""Gradient sets on disk: a model's gradient-sign vectors on the transformed set, collected (under
-torchrun, each rank a shard of the rows) and written to gradients_set/<model file>/<data folder>/g_f.npy,
-and read back memory-mapped. The computation itself is ownership/gradients.py.
+"""Gradient sets on disk: a model's white-box feature vectors on the transformed set (gradient signs,
+or input gradients; constants.WHITE_BOX), collected (under torchrun, each rank a shard of the rows) and
+written to gradients_set/<model file>/<data folder>/g_f.npy (g_x.npy), with what made them in g_f.json
+(g_x.json), and read back memory-mapped. The computation itself is ownership/gradients.py.
 """
+import json
 import math
 import os
 
@@ -12,7 +14,7 @@ from . import jsonio, paths
 from .checkpoints import atomic_write, load_model
 from .data import load_styled
 from .errors import UserError
-from .gradients import AUG_BLOCK, feature_dim, gradient_signs
+from .gradients import AUG_BLOCK, white_box_dim, white_box_features
 from .presets import DATASETS
 
 
@@ -26,31 +28,36 @@ def shard_rows(n, batch_size):
 
 
 def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", arch=None, num_classes=None,
-            device="cpu", batch_size=128, augment=True, seed=0, out_path=None):
-    """Sign vectors of checkpoint `model_path` on the transformed set, written (atomically, streamed
-    through a memory map) to gradients_set/<model file>/<data folder>/g_f.npy. Returns the path."""
+            device="cpu", batch_size=128, augment=True, seed=0, out_path=None, feature="weight-signs"):
+    """White-box features (`feature`, constants.WHITE_BOX) of checkpoint `model_path` on the transformed
+    set, written (atomically, streamed through a memory map) to gradients_set/<model file>/<data
+    folder>/g_f.npy (g_x.npy), and what made them to meta_path() of it. Returns the path."""
     d = DATASETS[dataset]
     model, ck = load_model(model_path, arch, num_classes or d["num_classes"], d["channels"], device,
                            made_by=f"python reproduce.py --preset {d['preset']}",
                            flags={"arch": "--model", "num_classes": "--num_classes"})
     images = load_styled(data_dir, dataset, gamma, split)
-    out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split)
+    out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split,
+                                           feature)
 
     # under torchrun each rank computes a contiguous shard of the rows; rank 0 streams its own into
-    # the file, then receives the other ranks' int8 rows one rank at a time, and alone writes
+    # the file, then receives the other ranks' rows one rank at a time, and alone writes
     rows = shard_rows(len(images), batch_size)
 
-    def signs(out=None):
-        return gradient_signs(model, images, dataset, device, batch_size, augment, seed, out=out,
-                              desc=f"gradients {os.path.basename(model_path)}", rows=rows, progress=dd.is_main())
+    def features(out=None):
+        return white_box_features(model, images, dataset, device, feature, batch_size, augment, seed, out=out,
+                                  desc=f"gradients {os.path.basename(model_path)}", rows=rows, progress=dd.is_main())
 
     if not dd.is_main():
-        dd.send_to_main((rows.start, signs()))
+        dd.send_to_main((rows.start, features()))
         return out_path
 
+    dim = white_box_dim(model, feature, dataset)
+
     def write(tmp):
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int8, shape=(len(images), feature_dim(model)))
-        signs(arr[rows])
+        arr = np.lib.format.open_memmap(tmp, mode="w+", shape=(len(images), dim),
+                                         dtype=np.int8 if feature == "weight-signs" else np.float32)
+        features(arr[rows])
         for r in range(1, dd.world()):
             start, g = dd.receive_from(r)
             arr[start:start + len(g)] = g
@@ -59,9 +66,24 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
 
     atomic_write(out_path, write)
     meta = dict(model=os.path.abspath(model_path), arch=ck.get("arch", arch), dataset=dataset, split=split,
-                n=len(images), dim=feature_dim(model), augment=augment, seed=seed)
-    jsonio.write(os.path.join(os.path.dirname(out_path), "meta.json"), meta)
+                n=len(images), dim=dim, feature=feature, augment=augment, seed=seed)
+    jsonio.write(meta_path(out_path), meta)
     return out_path
+
+
+def meta_path(set_path):
+    """What made a gradient set: g_f.npy -> g_f.json (model, arch, dataset, split, n, dim, feature,
+    augment, seed)."""
+    return os.path.splitext(set_path)[0] + ".json"
+
+
+def load_meta(set_path):
+    """The record of meta_path(set_path), or {} for a set made without one (by another tool)."""
+    path = meta_path(set_path)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def load_set(path, made_by=None):

@@ -1,4 +1,8 @@
-"""Per-sample gradients of CE(model(x), y) and the reference's reduction rule.
+"""Per-sample gradients of CE(model(x), y): the white-box features (constants.WHITE_BOX).
+
+weight-signs (the paper): the signs of the gradients w.r.t. the weights, reduced by the reference's
+rule below. input-gradient (ours): the gradient w.r.t. the input image (`input_gradients`), which does
+not depend on how a model orders its neurons. `white_box_features` streams either over a set.
 
 The reduction rule [R], applied per parameter tensor in model.parameters() order, results concatenated:
   * 1-D tensors (biases, BatchNorm) are skipped;
@@ -28,7 +32,9 @@ from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
 from .data import augment as aug, augment_draws, normalise
+from .constants import WHITE_BOX
 from .errors import UserError
+from .presets import DATASETS
 
 LIMIT = 5000
 
@@ -340,30 +346,58 @@ def _rechunk(blocks, size):
         yield (xs[0] if len(xs) == 1 else torch.cat(xs)), (ys[0] if len(ys) == 1 else torch.cat(ys))
 
 
-def gradient_signs(model, images, dataset, device, batch_size=128, augment=True, seed=0, out=None,
-                   desc="gradients", rows=None, progress=True):
-    """Sign vectors (int8, N x d) of `model` on ImageSet `images`, streamed in batches.
+def input_gradients(model, x, y):
+    """Per-sample gradients of CE(model(x_i), y_i) w.r.t. the input image x_i: (N, C*H*W) in the
+    model's dtype, autocast off. One backward of the summed loss: in eval mode (BatchNorm on running
+    statistics) sample i's loss depends on x_i alone, so row i is exactly its own gradient."""
+    model.eval()
+    with torch.autocast(x.device.type, enabled=False), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+    return g.flatten(1)
+
+
+def white_box_dim(model, feature, dataset):
+    """Length of a model's white-box feature vector (constants.WHITE_BOX): the reduced weight-gradient
+    dimension, or the image size C*H*W."""
+    if feature == "weight-signs":
+        return feature_dim(model)
+    d = DATASETS[dataset]
+    return d["channels"] * d["size"] * d["size"]
+
+
+def white_box_features(model, images, dataset, device, feature="weight-signs", batch_size=128, augment=True, seed=0,
+                       out=None, desc="gradients", rows=None, progress=True):
+    """White-box feature vectors of `model` on ImageSet `images`, streamed in batches: int8 signs of the
+    reduced weight gradients (N x feature_dim) for "weight-signs", float32 input gradients (N x C*H*W)
+    for "input-gradient" (constants.WHITE_BOX).
 
     `augment` applies the training transform (as the reference did), drawn from `seed` in fixed blocks
     of AUG_BLOCK images, so two models see the same augmented images whatever their batch sizes.
     `out` may be a writable array (e.g. a np.memmap) to stream into. `rows` (a slice of whole blocks,
     see gradient_sets.shard_rows) computes only those images' rows, as they are in the whole set; `progress`
-    shows a progress bar. Images are cast to
-    the model's floating dtype (a float64 model gets float64 inputs) and autocast is off: the signs
-    are those of float32 (float64) gradients even if the caller runs under bf16 autocast."""
+    shows a progress bar. Images are cast to the model's floating dtype (a float64 model gets float64
+    inputs) and autocast is off: the features are those of float32 (float64) gradients even if the
+    caller runs under bf16 autocast. Raises UserError for NaN or Inf gradients."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if feature not in WHITE_BOX:
+        raise ValueError(f"feature must be one of {WHITE_BOX}, got {feature!r}")
     model.eval()
-    try:
-        fn = GradientEngine(model)
-    except TypeError:
-        fn = lambda xb, yb: reduced_grads_vmap(model, xb, yb)  # noqa: E731
+    if feature == "input-gradient":
+        fn, kind = (lambda xb, yb: input_gradients(model, xb, yb)), np.float32  # noqa: E731
+    else:
+        try:
+            fn = GradientEngine(model)
+        except TypeError:
+            fn = lambda xb, yb: reduced_grads_vmap(model, xb, yb)  # noqa: E731
+        kind = np.int8
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    d = feature_dim(model)
     rows = rows or slice(0, len(images))
     n = rows.stop - rows.start
     if out is None:
-        out = np.empty((n, d), dtype=np.int8)
+        out = np.empty((n, white_box_dim(model, feature, dataset)), dtype=kind)
     start = 0
     batches = _rechunk(_blocks(images, dataset, device, dtype, augment, seed, rows.start, rows.stop), batch_size)
     with torch.autocast(torch.device(device).type, enabled=False):
@@ -373,6 +407,13 @@ def gradient_signs(model, images, dataset, device, batch_size=128, augment=True,
             if not torch.isfinite(g).all():
                 raise UserError(f"NaN or Inf in the model's gradients ({desc}); its weights overflow: the "
                                 f"checkpoint is broken or diverged")
-            out[start:start + len(g)] = torch.sign(g).to(torch.int8).cpu().numpy()
+            out[start:start + len(g)] = (torch.sign(g).to(torch.int8) if kind is np.int8 else g.float()).cpu().numpy()
             start += len(g)
     return out
+
+
+def gradient_signs(model, images, dataset, device, batch_size=128, augment=True, seed=0, out=None,
+                   desc="gradients", rows=None, progress=True):
+    """The paper's white-box features: int8 sign vectors (N x d), white_box_features("weight-signs")."""
+    return white_box_features(model, images, dataset, device, "weight-signs", batch_size, augment, seed, out, desc,
+                              rows, progress)

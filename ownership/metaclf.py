@@ -149,6 +149,6 @@ def predict_proba(ck, x, device="cpu", batch_size=1024):
     mean, std = ck["mean"].to(device), ck["std"].to(device)
     out = []
     for i in range(0, len(x), batch_size):
-        xb = torch.as_tensor(np.asarray(x[i:i + batch_size]), dtype=torch.float32, device=device)
+        xb = torch.from_numpy(np.array(x[i:i + batch_size], dtype=np.float32)).to(device)  # a copy: x may be a read-only map
         out.append(F.softmax(model((_l2(xb, ck.get("l2", True)) - mean) / std), 1)[:, 1].cpu())
     return torch.cat(out).numpy().astype(np.float64)

@@ -108,7 +108,8 @@ class Verifier:
     """One meta-classifier and its held-out benign references, loaded once: the references' P(stolen)
     is computed at construction, then each call verifies one suspect against them.
 
-    clf_path     a train_clf.py checkpoint (white-box: gradient signs; black-box: prediction shifts), or
+    clf_path     a train_clf.py checkpoint (white-box: gradient signs or input gradients, as its `feature`,
+                 with the training transform or not, as its `augment`; black-box: prediction shifts), or
                  None for the baseline: no meta-classifier, "P(stolen)" of an image is 1 when the model
                  classifies the stylised image correctly, else 0 (a model that learned the external
                  feature is right on stylised images far more often than a benign one)
@@ -147,12 +148,14 @@ class Verifier:
             return (pred == self.images.y).numpy().astype(np.float64)
         if self.access == "black-box":
             return self.from_answers(blackbox.model_probs(model, self.queries, self.dataset, self.device).numpy())
-        if gradients.feature_dim(model) != ck["d"]:
-            raise UserError(f"the model gives {gradients.feature_dim(model)}-dim gradient vectors but the "
-                            f"meta-classifier expects {ck['d']} ({ck.get('arch')}); use the classifier trained "
-                            f"for this architecture (--c)")
-        g = gradients.gradient_signs(model, self.images, self.dataset, self.device, self.batch_size, augment=True,
-                                     seed=self.seed, desc="suspect gradients")
+        feature = ck.get("feature") or "weight-signs"  # classifiers made before input gradients: the paper's
+        dim = gradients.white_box_dim(model, feature, self.dataset)
+        if dim != ck["d"]:
+            raise UserError(f"the model gives {dim}-dim gradient vectors but the meta-classifier expects "
+                            f"{ck['d']} ({ck.get('arch')}); use the classifier trained for this architecture (--c)")
+        augment = True if ck.get("augment") is None else ck["augment"]  # as its training sets were made
+        g = gradients.white_box_features(model, self.images, self.dataset, self.device, feature, self.batch_size,
+                                         augment=augment, seed=self.seed, desc="suspect gradients")
         return _finite(metaclf.predict_proba(ck, g, self.device), ck)
 
     def answered(self, answers):

@@ -56,7 +56,7 @@ def test_two_process_gradient_set_equals_one_process(repo, tmp_path):
                                      f"--model-dir={md}"], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes)
-        assert sorted(os.listdir(tmp_path / name)) == ["g_f.npy", "meta.json"]  # no temporary file left
+        assert sorted(os.listdir(tmp_path / name)) == ["g_f.json", "g_f.npy"]  # no temporary file left
         outs[name] = out
     g = np.load(outs["one"])
     assert g.shape == (300, 11408) and g.dtype == np.int8

@@ -287,3 +287,36 @@ def test_signs_unchanged_under_bf16_autocast():
     assert bf16.dtype == torch.bfloat16
     flipped = (torch.sign(bf16.float()) != torch.sign(fp32_engine)).sum().item()
     assert flipped > 0  # bf16 would change the sign vectors
+
+
+# ----------------------------------------------------------------------------- (e) input gradients
+def test_input_gradients_equal_one_image_at_a_time():
+    """The batched input gradient (one backward of the summed loss) is each image's own gradient: the
+    one-image loop with torch.autograd.grad, in float64, to rounding; the streamed features are that
+    gradient of the images as _blocks makes them, float32, in any batch size, also under bf16 autocast."""
+    torch.manual_seed(0)
+    model = nontrivial_bn(get_model("wrn10-1", 10, 1).double(), 1, 28)
+    g = torch.Generator().manual_seed(3)
+    images = ImageSet(torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 10, (10,), generator=g), [str(i) for i in range(10)])
+    x, y = next(G._blocks(images, "fmnist", "cpu", torch.float64, False, 0))
+    loop = []
+    for i in range(len(x)):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        loop.append(torch.autograd.grad(F.cross_entropy(model(xi), y[i:i + 1]), xi)[0].flatten(1))
+    batched = G.input_gradients(model, x, y)
+    assert batched.shape == (10, 784) and batched.abs().sum() > 0
+    torch.testing.assert_close(batched, torch.cat(loop), rtol=1e-10, atol=1e-14)
+    assert G.white_box_dim(model, "input-gradient", "fmnist") == 784
+    feats = [G.white_box_features(model, images, "fmnist", "cpu", "input-gradient", batch_size=bs, augment=False)
+             for bs in (3, 10)]
+    assert feats[0].dtype == np.float32
+    np.testing.assert_array_equal(feats[0], feats[1])
+    np.testing.assert_allclose(feats[0], batched.float().numpy(), rtol=1e-5, atol=1e-9)
+    m32 = model.float()  # autocast leaves float64 alone
+    fp32 = G.white_box_features(m32, images, "fmnist", "cpu", "input-gradient", batch_size=10, augment=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_array_equal(G.white_box_features(m32, images, "fmnist", "cpu", "input-gradient",
+                                                           batch_size=10, augment=False), fp32)
+    with pytest.raises(ValueError):
+        G.white_box_features(model, images, "fmnist", "cpu", "weights")
