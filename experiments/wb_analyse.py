@@ -19,6 +19,9 @@ def feature(z, split, v):
         g = z[f"{split}_ig"]; n = np.linalg.norm(g, axis=1, keepdims=True)
         return np.concatenate([g / np.maximum(n, EPS), ln(n)], 1), False
     if v == "igl": return np.concatenate([z[f"{split}_ig"], ln(z[f"{split}_loss_s"])[:, None]], 1), False
+    if v == "igpair": return np.concatenate([z[f"{split}_ig"], z[f"{split}_ig_o"]], 1), False
+    if v == "igdiff": return z[f"{split}_ig"] - z[f"{split}_ig_o"], False
+    if v == "igl2": return np.concatenate([z[f"{split}_ig"], ln(z[f"{split}_loss_s"])[:, None], ln(z[f"{split}_loss_o"])[:, None]], 1), False
     if v == "igsign": return np.sign(z[f"{split}_ig"]), True
     if v == "loss": return np.stack([ln(z[f"{split}_loss_s"]), ln(z[f"{split}_loss_o"])], 1), False
     if v == "losss": return ln(z[f"{split}_loss_s"])[:, None], False

@@ -1,5 +1,5 @@
 """Experiment: permutation-invariant white-box features on existing seed artefacts.
-python experiments/wb_features.py DIR [DIR...]  -> DIR/wbfeat/<model>.<split>.npz  (norm_s, norm_o, ig, loss_s, loss_o)"""
+python experiments/wb_features.py DIR [DIR...]  -> DIR/wbfeat/<model>.<split>.npz  (norm_s, norm_o, ig, loss_s, loss_o, ig_o)"""
 import os, sys, glob, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np, torch, torch.nn.functional as F
@@ -43,12 +43,12 @@ for d in sys.argv[1:]:
         if "/clf/" in m: continue
         name = os.path.basename(m)[:-3]
         out = f"{d}/wbfeat/{name}.npz"
-        if os.path.exists(out): continue
+        if os.path.exists(out) and "train_ig_o" in np.load(out).files: continue
         model, _ = load_model(m, None, 10, 1, "cpu", "m")
         r = {}
         for split, (xs, xo, y) in sets.items():
             a, b = feats(model, xs, y), feats(model, xo, y)
             r.update({f"{split}_norm_s": a["norm"], f"{split}_norm_o": b["norm"], f"{split}_ig": a["ig"],
-                      f"{split}_loss_s": a["loss"], f"{split}_loss_o": b["loss"]})
+                      f"{split}_loss_s": a["loss"], f"{split}_loss_o": b["loss"], f"{split}_ig_o": b["ig"]})
         np.savez(out, **r)
     print(d, len(models), f"{time.time()-t0:.0f}s", flush=True)

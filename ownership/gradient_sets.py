@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from . import distributed as dd
+from . import blackbox, distributed as dd
 from . import jsonio, paths
 from .checkpoints import atomic_write, load_model
 from .data import load_styled
@@ -37,6 +37,7 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
                            made_by=f"python reproduce.py --preset {d['preset']}",
                            flags={"arch": "--model", "num_classes": "--num_classes"})
     images = load_styled(data_dir, dataset, gamma, split)
+    originals = blackbox.originals(images, dataset, data_dir, split) if feature == "input-gradient" else None
     out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split,
                                            feature)
 
@@ -46,7 +47,8 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
 
     def features(out=None):
         return white_box_features(model, images, dataset, device, feature, batch_size, augment, seed, out=out,
-                                  desc=f"gradients {os.path.basename(model_path)}", rows=rows, progress=dd.is_main())
+                                  desc=f"gradients {os.path.basename(model_path)}", rows=rows, progress=dd.is_main(),
+                                  originals=originals)
 
     if not dd.is_main():
         dd.send_to_main((rows.start, features()))

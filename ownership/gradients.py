@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
-from .data import augment as aug, augment_draws, normalise
+from .data import ImageSet, augment as aug, augment_draws, normalise
 from .constants import WHITE_BOX
 from .errors import UserError
 from .presets import DATASETS
@@ -331,19 +331,18 @@ def _blocks(images, dataset, device, dtype, augment, seed, start=0, stop=None):
 
 
 def _rechunk(blocks, size):
-    """Re-cut a stream of (x, y) blocks into batches of `size` (the last one may be smaller)."""
-    xs, ys, have = [], [], 0
-    for xb, yb in blocks:
-        xs.append(xb)
-        ys.append(yb)
-        have += len(xb)
+    """Re-cut a stream of blocks, tuples of tensors with rows in step ((x, y) or (x, y, x_clean)), into
+    batches of `size` rows (the last one may be smaller)."""
+    parts, have = [], 0
+    for block in blocks:
+        parts.append(block)
+        have += len(block[0])
         while have >= size:
-            x = xs[0] if len(xs) == 1 else torch.cat(xs)
-            y = ys[0] if len(ys) == 1 else torch.cat(ys)
-            yield x[:size], y[:size]
-            xs, ys, have = ([x[size:]], [y[size:]], have - size) if have > size else ([], [], 0)
+            cat = tuple(p[0] if len(parts) == 1 else torch.cat(p) for p in zip(*parts))
+            yield tuple(t[:size] for t in cat)
+            parts, have = ([tuple(t[size:] for t in cat)], have - size) if have > size else ([], 0)
     if have:
-        yield (xs[0] if len(xs) == 1 else torch.cat(xs)), (ys[0] if len(ys) == 1 else torch.cat(ys))
+        yield tuple(p[0] if len(parts) == 1 else torch.cat(p) for p in zip(*parts))
 
 
 def input_gradients(model, x, y):
@@ -358,52 +357,75 @@ def input_gradients(model, x, y):
     return g.flatten(1)
 
 
+LOSS_FLOOR = 1e-12  # log-loss features: log(max(CE, LOSS_FLOOR)), so a loss that rounds to 0 stays finite
+
+
+def input_gradient_features(model, x, y, x_clean):
+    """The "input-gradient" white-box features of stylised images x (N, C, H, W) with labels y and
+    their clean originals x_clean: (N, C*H*W + 2), the input gradient of CE at x (input_gradients),
+    then log CE at x and log CE at x_clean. The two losses say how far the model is from the label on
+    the stylised image and on the same image without the style, so a model that is merely less sure
+    everywhere (under-trained) is told from one that learnt the style; with them no independent model
+    of seeds 20-22 was flagged, without them one (docs/VALIDITY.md, "White-box features")."""
+    g = input_gradients(model, x, y)
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        losses = [F.cross_entropy(model(a), y, reduction="none").clamp_min(LOSS_FLOOR).log() for a in (x, x_clean)]
+    return torch.cat([g] + [v[:, None].to(g.dtype) for v in losses], 1)
+
+
 def white_box_dim(model, feature, dataset):
     """Length of a model's white-box feature vector (constants.WHITE_BOX): the reduced weight-gradient
-    dimension, or the image size C*H*W."""
+    dimension, or the image size C*H*W plus the two log-losses."""
     if feature == "weight-signs":
         return feature_dim(model)
     d = DATASETS[dataset]
-    return d["channels"] * d["size"] * d["size"]
+    return d["channels"] * d["size"] * d["size"] + 2
 
 
 def white_box_features(model, images, dataset, device, feature="weight-signs", batch_size=128, augment=True, seed=0,
-                       out=None, desc="gradients", rows=None, progress=True):
+                       out=None, desc="gradients", rows=None, progress=True, originals=None):
     """White-box feature vectors of `model` on ImageSet `images`, streamed in batches: int8 signs of the
-    reduced weight gradients (N x feature_dim) for "weight-signs", float32 input gradients (N x C*H*W)
-    for "input-gradient" (constants.WHITE_BOX).
+    reduced weight gradients (N x feature_dim) for "weight-signs", float32 input_gradient_features
+    (N x C*H*W + 2) for "input-gradient" (constants.WHITE_BOX), which needs `originals`, the clean
+    images (uint8, N x C x H x W, images' order) that the stylised ones were made from.
 
-    `augment` applies the training transform (as the reference did), drawn from `seed` in fixed blocks
-    of AUG_BLOCK images, so two models see the same augmented images whatever their batch sizes.
-    `out` may be a writable array (e.g. a np.memmap) to stream into. `rows` (a slice of whole blocks,
-    see gradient_sets.shard_rows) computes only those images' rows, as they are in the whole set; `progress`
-    shows a progress bar. Images are cast to the model's floating dtype (a float64 model gets float64
-    inputs) and autocast is off: the features are those of float32 (float64) gradients even if the
-    caller runs under bf16 autocast. Raises UserError for NaN or Inf gradients."""
+    `augment` applies the training transform to the stylised images (as the reference did; never to
+    the originals), drawn from `seed` in fixed blocks of AUG_BLOCK images, so two models see the same
+    augmented images whatever their batch sizes. `out` may be a writable array (e.g. a np.memmap) to
+    stream into. `rows` (a slice of whole blocks, see gradient_sets.shard_rows) computes only those
+    images' rows, as they are in the whole set; `progress` shows a progress bar. Images are cast to the
+    model's floating dtype (a float64 model gets float64 inputs) and autocast is off: the features are
+    those of float32 (float64) gradients even if the caller runs under bf16 autocast. Raises UserError
+    for NaN or Inf gradients, ValueError for an unknown feature or missing originals."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if feature not in WHITE_BOX:
         raise ValueError(f"feature must be one of {WHITE_BOX}, got {feature!r}")
     model.eval()
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    rows = rows or slice(0, len(images))
+    blocks = _blocks(images, dataset, device, dtype, augment, seed, rows.start, rows.stop)
     if feature == "input-gradient":
-        fn, kind = (lambda xb, yb: input_gradients(model, xb, yb)), np.float32  # noqa: E731
+        if originals is None or len(originals) != len(images):
+            raise ValueError("the input-gradient features need the stylised images' clean originals, one per image")
+        clean = _blocks(ImageSet(originals, images.y, images.classes), dataset, device, dtype, False, seed,
+                        rows.start, rows.stop)
+        blocks = ((x, y, xc) for (x, y), (xc, _) in zip(blocks, clean))
+        fn, kind = (lambda x, y, xc: input_gradient_features(model, x, y, xc)), np.float32  # noqa: E731
     else:
         try:
             fn = GradientEngine(model)
         except TypeError:
             fn = lambda xb, yb: reduced_grads_vmap(model, xb, yb)  # noqa: E731
         kind = np.int8
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    rows = rows or slice(0, len(images))
     n = rows.stop - rows.start
     if out is None:
         out = np.empty((n, white_box_dim(model, feature, dataset)), dtype=kind)
     start = 0
-    batches = _rechunk(_blocks(images, dataset, device, dtype, augment, seed, rows.start, rows.stop), batch_size)
     with torch.autocast(torch.device(device).type, enabled=False):
-        for xb, yb in tqdm(batches, total=-(-n // batch_size), desc=desc, leave=False, unit="batch",
-                           disable=not progress):
-            g = fn(xb, yb)
+        for batch in tqdm(_rechunk(blocks, batch_size), total=-(-n // batch_size), desc=desc, leave=False,
+                          unit="batch", disable=not progress):
+            g = fn(*batch)
             if not torch.isfinite(g).all():
                 raise UserError(f"NaN or Inf in the model's gradients ({desc}); its weights overflow: the "
                                 f"checkpoint is broken or diverged")

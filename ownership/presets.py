@@ -95,9 +95,10 @@ PRESETS = {
         # (docs/VALIDITY.md, "Any-architecture black-box classifier")
         black_box="any-arch",
         # the white-box column's features (constants.WHITE_BOX) and whether their images get the training
-        # transform: the input gradient without it; on seeds 20-22 (bf16) it detected distillation 3/3 and
-        # multi-stage 2/3 where the paper's weight signs detected 0/3 and 1/3 (docs/VALIDITY.md, "White-box
-        # features")
+        # transform: the input gradient and the log-losses on the stylised image and its original, without
+        # the transform; on seeds 20-22 (bf16) they detected distillation 3/3 and multi-stage 2/3 and no
+        # independent model, where the paper's weight signs detected 0/3 and 0/3 and flagged one
+        # (docs/VALIDITY.md, "White-box features")
         white_box=dict(feature="input-gradient", augment=False),
     ),
     # Paper scale, one GPU. CIFAR-10 train is split disjointly: the paper's victim saw all 50k and the

@@ -132,6 +132,9 @@ class Verifier:
         if label_only and self.access != "black-box":
             raise UserError(f"--label-only needs a black-box meta-classifier; {clf_path} is {self.access}")
         self.label_only = label_only
+        self.originals = None  # the stylised images' clean originals, for the input-gradient features
+        if self.access == "white-box" and (self.clf.get("feature") or "weight-signs") == "input-gradient":
+            self.originals = blackbox.originals(images, dataset, data_dir, "test")
         if self.access == "black-box":
             self.queries = blackbox.queries(images, blackbox.originals(images, dataset, data_dir, "test"), dataset,
                                             self.clf["views"], seed)
@@ -155,7 +158,8 @@ class Verifier:
                             f"{ck['d']} ({ck.get('arch')}); use the classifier trained for this architecture (--c)")
         augment = True if ck.get("augment") is None else ck["augment"]  # as its training sets were made
         g = gradients.white_box_features(model, self.images, self.dataset, self.device, feature, self.batch_size,
-                                         augment=augment, seed=self.seed, desc="suspect gradients")
+                                         augment=augment, seed=self.seed, desc="suspect gradients",
+                                         originals=self.originals)
         return _finite(metaclf.predict_proba(ck, g, self.device), ck)
 
     def answered(self, answers):

@@ -292,14 +292,17 @@ def test_signs_unchanged_under_bf16_autocast():
 # ----------------------------------------------------------------------------- (e) input gradients
 def test_input_gradients_equal_one_image_at_a_time():
     """The batched input gradient (one backward of the summed loss) is each image's own gradient: the
-    one-image loop with torch.autograd.grad, in float64, to rounding; the streamed features are that
-    gradient of the images as _blocks makes them, float32, in any batch size, also under bf16 autocast."""
+    one-image loop with torch.autograd.grad, in float64, to rounding. The streamed "input-gradient"
+    features are that gradient of the images as _blocks makes them, then log CE on them and on their
+    clean originals, float32, the same in any batch size and under bf16 autocast."""
     torch.manual_seed(0)
     model = nontrivial_bn(get_model("wrn10-1", 10, 1).double(), 1, 28)
     g = torch.Generator().manual_seed(3)
     images = ImageSet(torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8),
                       torch.randint(0, 10, (10,), generator=g), [str(i) for i in range(10)])
+    originals = torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8)
     x, y = next(G._blocks(images, "fmnist", "cpu", torch.float64, False, 0))
+    xc, _ = next(G._blocks(ImageSet(originals, images.y, images.classes), "fmnist", "cpu", torch.float64, False, 0))
     loop = []
     for i in range(len(x)):
         xi = x[i:i + 1].clone().requires_grad_(True)
@@ -307,16 +310,22 @@ def test_input_gradients_equal_one_image_at_a_time():
     batched = G.input_gradients(model, x, y)
     assert batched.shape == (10, 784) and batched.abs().sum() > 0
     torch.testing.assert_close(batched, torch.cat(loop), rtol=1e-10, atol=1e-14)
-    assert G.white_box_dim(model, "input-gradient", "fmnist") == 784
-    feats = [G.white_box_features(model, images, "fmnist", "cpu", "input-gradient", batch_size=bs, augment=False)
-             for bs in (3, 10)]
-    assert feats[0].dtype == np.float32
+    assert G.white_box_dim(model, "input-gradient", "fmnist") == 786
+    feats = [G.white_box_features(model, images, "fmnist", "cpu", "input-gradient", batch_size=bs, augment=False,
+                                  originals=originals) for bs in (3, 10)]
+    assert feats[0].dtype == np.float32 and feats[0].shape == (10, 786)
     np.testing.assert_array_equal(feats[0], feats[1])
-    np.testing.assert_allclose(feats[0], batched.float().numpy(), rtol=1e-5, atol=1e-9)
+    with torch.no_grad():
+        log_ce = [F.cross_entropy(model(a), y, reduction="none").log().numpy() for a in (x, xc)]
+    np.testing.assert_allclose(feats[0][:, :784], batched.float().numpy(), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(feats[0][:, 784], log_ce[0], rtol=1e-5)
+    np.testing.assert_allclose(feats[0][:, 785], log_ce[1], rtol=1e-5)
     m32 = model.float()  # autocast leaves float64 alone
-    fp32 = G.white_box_features(m32, images, "fmnist", "cpu", "input-gradient", batch_size=10, augment=False)
+    kw = dict(batch_size=10, augment=False, originals=originals)
+    fp32 = G.white_box_features(m32, images, "fmnist", "cpu", "input-gradient", **kw)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        np.testing.assert_array_equal(G.white_box_features(m32, images, "fmnist", "cpu", "input-gradient",
-                                                           batch_size=10, augment=False), fp32)
+        np.testing.assert_array_equal(G.white_box_features(m32, images, "fmnist", "cpu", "input-gradient", **kw), fp32)
     with pytest.raises(ValueError):
         G.white_box_features(model, images, "fmnist", "cpu", "weights")
+    with pytest.raises(ValueError):
+        G.white_box_features(model, images, "fmnist", "cpu", "input-gradient")  # no originals
