@@ -1,6 +1,6 @@
 """Collect a model's white-box feature vectors on the transformed (stylised) images: the signs of its
 per-sample weight gradients (the paper; the default), or with --feature input-gradient its per-sample
-input gradients.
+input gradients (and two log-losses); the default is the dataset's preset's (fmnist: input gradients).
 
     python gradientset.py --model=wrn16-1 --m=./model/victim/vict-wrn16-1.pt --dataset=cifar10 --gpu=0
     python gradientset.py --m=./model/victim/vict-wrn16-1.pt --dataset=fmnist
@@ -30,9 +30,12 @@ def get_parser():
     p.add_argument("--batch_size", type=int, default=128, help="images per batched gradient step")
     p.add_argument("--split", default="train", choices=["train", "test"],
                    help="which part of the transformed set (default: train, as the reference)")
-    p.add_argument("--feature", default="weight-signs", choices=WHITE_BOX,
+    p.add_argument("--feature", default=None, choices=WHITE_BOX,
                    help="weight-signs: signs of the reduced weight gradients (the paper); input-gradient: the loss "
-                        "gradient w.r.t. the image (the fmnist preset's, docs/VALIDITY.md)")
+                        "gradient w.r.t. the image and two log-losses (default: the dataset's preset's, white_box in "
+                        "ownership/presets.py: fmnist input-gradient, cifar10 and imagenet weight-signs)")
+    p.add_argument("--augment", dest="augment", action="store_true", default=None,
+                   help="apply the training transform to the images (default: the preset's; the reference did)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="use the images as they are instead of the training transform")
     return cli.add_common(p)
@@ -41,9 +44,12 @@ def get_parser():
 def main(args):
     cli.seed_everything(args.seed)
     device = dd.setup(cli.get_device(args.gpu))
+    white_box = cli.white_box(args.dataset)
+    feature = args.feature or white_box["feature"]
+    augment = white_box["augment"] if args.augment is None else args.augment
     out = gradient_sets.collect(args.model_root, args.dataset, args.data_dir, args.grad_dir, args.gamma, args.split,
-                                args.model, args.num_classes, device, args.batch_size, args.augment, args.seed,
-                                args.gradientset_path, args.feature)
+                                args.model, args.num_classes, device, args.batch_size, augment, args.seed,
+                                args.gradientset_path, feature)
     if dd.is_main():
         print(f"wrote {out}")
     return out

@@ -1,6 +1,6 @@
 """Train the ownership meta-classifier: gradient-sign vectors of victim-like models (label 1)
-against those of benign models (label 0); with --feature input-gradient, their input gradients
-(gradientset.py --feature input-gradient).
+against those of benign models (label 0), or their input gradients (--feature input-gradient, the
+default on fmnist: that of the dataset's preset, as gradientset.py).
 
     python train_clf.py --type=wrn28-10 --dataset=cifar10 --gpu=0
     python train_clf.py --type=wrn16-1 --dataset=fmnist
@@ -44,8 +44,9 @@ def get_parser():
                         "benign-<type>-weak<k>.pt)")
     p.add_argument("--access", default="white-box", choices=ACCESSES,
                    help="white-box: gradient signs (the paper); black-box: prediction shifts (MOVE)")
-    p.add_argument("--feature", default="weight-signs", choices=WHITE_BOX,
-                   help="white-box: which gradient sets (gradientset.py --feature) the classifier reads")
+    p.add_argument("--feature", default=None, choices=WHITE_BOX,
+                   help="white-box: which gradient sets (gradientset.py --feature) the classifier reads (default: "
+                        "the dataset's preset's, as gradientset.py)")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
     p.add_argument("--l2", default="auto", choices=["auto", "on", "off"],
                    help="L2-normalise each feature vector before standardising (auto: on for gradient signs, as "
@@ -72,6 +73,7 @@ def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     pos, neg = default_models(args)
+    args.feature = args.feature or cli.white_box(args.dataset)["feature"]
     folder = paths.styled_dir(args.data_dir, args.dataset, args.gamma)
 
     def sets(models):

@@ -1,5 +1,5 @@
 """python experiments/wb_analyse.py VARIANT[,..] DIR... : per-variant detection table on cached wbfeat features."""
-import os, sys, json, glob
+import os, sys, json
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np, torch
 from ownership import metaclf
@@ -64,7 +64,7 @@ if __name__ == "__main__":
     for v in variants:
         det, n, info = {}, {}, []
         for d in dirs:
-            for r in run(d, v, anyarch and v.startswith("ig") or v.startswith("loss"), weak):
+            for r in run(d, v, anyarch and (v.startswith("ig") or v.startswith("loss")), weak):
                 if "mode" not in r: info.append(r); continue
                 det[r["mode"]] = det.get(r["mode"], 0) + (r["p"] < 0.01); n[r["mode"]] = n.get(r["mode"], 0) + 1
                 if r["mode"] in ("independent", "distillation", "multi-stage") :

@@ -58,6 +58,12 @@ def add_preset(parser):
     return parser
 
 
+def white_box(dataset):
+    """The white-box features of `dataset`'s own preset (DATASETS[dataset]["preset"]): dict(feature,
+    augment), the defaults of gradientset.py and train_clf.py."""
+    return PRESETS[DATASETS[dataset]["preset"]]["white_box"]
+
+
 def preset_of(args):
     """The preset that --preset and --scale ask for."""
     return get_preset(args.preset, args.scale)

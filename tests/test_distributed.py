@@ -31,10 +31,13 @@ def test_two_process_training(repo, tmp_path):
     assert not os.path.exists(str(path) + ".state")
 
 
-def test_two_process_gradient_set_equals_one_process(repo, tmp_path):
+@pytest.mark.parametrize("feature,dim,dtype,stem", [("weight-signs", 11408, "int8", "g_f"),
+                                                    ("input-gradient", 786, "float32", "g_x")])
+def test_two_process_gradient_set_equals_one_process(repo, tmp_path, feature, dim, dtype, stem):
     """gradientset.py under torchrun (2 ranks, gloo) writes the same bytes as one process. 300 images
     at batch 64 make 3 units of 128 (shard_rows): rank 0 takes two, rank 1 one, so rank 1 must skip
-    the first two blocks' augmentation draws to match."""
+    the first two blocks' augmentation draws to match (weight signs, with the transform), and send its
+    float rows and read its originals' shard (input gradients)."""
     import numpy as np
     from network import get_model
     from ownership import checkpoints, data, paths
@@ -48,16 +51,16 @@ def test_two_process_gradient_set_equals_one_process(repo, tmp_path):
     outs = {}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     for name, launch in (("one", [sys.executable]), ("two", torchrun)):
-        out = str(tmp_path / name / "g_f.npy")
+        out = str(tmp_path / name / f"{stem}.npy")
         # --model_root, not its alias --m: torchrun's own parser rejects --m as an ambiguous prefix of its
         # options (--module, --master-addr ...) even after the script name
         r = subprocess.run(launch + [os.path.join(repo, "gradientset.py"), f"--model_root={ck}", "--dataset=fmnist",
                                      "--batch_size=64", f"--gradientset_path={out}", f"--data-dir={dd_}",
-                                     f"--model-dir={md}"], capture_output=True, text=True, timeout=600)
+                                     f"--model-dir={md}", f"--feature={feature}"], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes)
-        assert sorted(os.listdir(tmp_path / name)) == ["g_f.json", "g_f.npy"]  # no temporary file left
+        assert sorted(os.listdir(tmp_path / name)) == [f"{stem}.json", f"{stem}.npy"]  # no temporary file left
         outs[name] = out
     g = np.load(outs["one"])
-    assert g.shape == (300, 11408) and g.dtype == np.int8
+    assert g.shape == (300, dim) and g.dtype == np.dtype(dtype) and np.isfinite(g).all()
     assert open(outs["one"], "rb").read() == open(outs["two"], "rb").read()

@@ -101,7 +101,7 @@ def test_missing_files_name_the_command(w, repo):
     fails(call("gradientset.py", "--m=/nonexistent/vict.pt", *w["dirs"]), "/nonexistent/vict.pt", "does not exist")
     fails(call("ownership_verification.py", f"--s={w['good']}", "--c=/nope/clf.pt", *w["dirs"]),
           "/nope/clf.pt", "train_clf.py")
-    fails(call("train_clf.py", "--type=wrn10-1", *w["dirs"]), "g_f.npy", "gradientset.py")
+    fails(call("train_clf.py", "--type=wrn10-1", *w["dirs"]), "g_x.npy", "gradientset.py")  # fmnist's features
     fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={w['root']}/empty"), "embed_features.py")
     fails(call("ownership_verification.py", "--mode=distillation", *w["dirs"]), "reproduce.py")
 
@@ -238,10 +238,12 @@ def st_suspect(w):
     return pt, bare, meta
 
 
-def test_safetensors_suspect_same_gradient_signs(w, st_suspect, tmp_path):
-    from ownership import gradient_sets
+def test_safetensors_suspect_same_gradient_set(w, st_suspect, tmp_path):
+    from ownership import cli, gradient_sets
     pt, bare, meta = st_suspect
-    want = np.load(gradient_sets.collect(pt, "fmnist", w["dd"], str(tmp_path / "g")))
+    wb = cli.white_box("fmnist")  # gradientset.py's defaults on fmnist
+    want = np.load(gradient_sets.collect(pt, "fmnist", w["dd"], str(tmp_path / "g"), augment=wb["augment"],
+                                         feature=wb["feature"]))
     for path, flags in ((bare, ["--model=wrn10-1"]), (meta, [])):
         out = str(tmp_path / (os.path.basename(path) + ".npy"))
         r = call("gradientset.py", f"--m={path}", *flags, f"--gradientset_path={out}", *w["dirs"])
