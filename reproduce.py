@@ -33,7 +33,7 @@ from ownership.constants import ACCESSES, ATTACK_MODES, BLACK_BOX, COLUMNS, REPO
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.manifest import Stages
-from ownership.presets import DATASETS
+from ownership.presets import DATASETS, PAPER_WHITE_BOX
 from ownership.training import amp_name
 from ownership.verify import Protocol, Verifier
 
@@ -157,7 +157,7 @@ def main(args):
     # which black-box classifiers are trained and used, and the white-box features; the reference
     # protocol's are per architecture, and the paper's weight signs with the training transform [R]
     black_box = "per-arch" if reference else args.black_box or preset["black_box"]
-    white_box = dict(feature="weight-signs", augment=True) if reference else preset["white_box"]
+    white_box = PAPER_WHITE_BOX if reference else preset["white_box"]
     device = cli.get_device(args.gpu)
     cores = torch.get_num_threads()
     workers = args.workers or (1 if device.type == "cuda" else min(2, cores))

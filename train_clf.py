@@ -75,6 +75,7 @@ def main(args):
     pos, neg = default_models(args)
     args.feature = args.feature or cli.white_box(args.dataset)["feature"]
     folder = paths.styled_dir(args.data_dir, args.dataset, args.gamma)
+    augment = set()  # white-box: whether the sets were made with the training transform (verify.py repeats it)
 
     def sets(models):
         out = []
@@ -89,8 +90,6 @@ def main(args):
                                                  f"--feature {args.feature}"))
             augment.add(gradient_sets.load_meta(g).get("augment", True))
         return out
-
-    augment = set()  # white-box: whether the sets were made with the training transform (verify.py repeats it)
 
     d = DATASETS[args.dataset]
     if args.access == "black-box":

@@ -14,7 +14,7 @@ from . import jsonio, paths
 from .checkpoints import atomic_write, load_model
 from .data import load_styled
 from .errors import UserError
-from .gradients import AUG_BLOCK, white_box_dim, white_box_features
+from .gradients import AUG_BLOCK, FEATURE_DTYPE, white_box_dim, white_box_features
 from .presets import DATASETS
 
 
@@ -58,7 +58,7 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
 
     def write(tmp):
         arr = np.lib.format.open_memmap(tmp, mode="w+", shape=(len(images), dim),
-                                         dtype=np.int8 if feature == "weight-signs" else np.float32)
+                                         dtype=FEATURE_DTYPE[feature])
         features(arr[rows])
         for r in range(1, dd.world()):
             start, g = dd.receive_from(r)
@@ -89,7 +89,7 @@ def load_meta(set_path):
 
 
 def load_set(path, made_by=None):
-    """A gradient set g_f.npy, memory-mapped."""
+    """A gradient set (g_f.npy, g_x.npy), memory-mapped."""
     if not os.path.exists(path):
         raise UserError(f"gradient set {path} does not exist; make it with '{made_by or 'python gradientset.py --m <model>'}'")
     try:

@@ -346,15 +346,16 @@ def _rechunk(blocks, size):
 
 
 def input_gradients(model, x, y):
-    """Per-sample gradients of CE(model(x_i), y_i) w.r.t. the input image x_i: (N, C*H*W) in the
-    model's dtype, autocast off. One backward of the summed loss: in eval mode (BatchNorm on running
-    statistics) sample i's loss depends on x_i alone, so row i is exactly its own gradient."""
+    """Per-sample gradients of CE(model(x_i), y_i) w.r.t. the input image x_i, (N, C*H*W), and the
+    losses CE_i themselves, (N,), both in the model's dtype, autocast off, from one forward. One
+    backward of the summed loss: in eval mode (BatchNorm on running statistics) sample i's loss depends
+    on x_i alone, so row i is exactly its own gradient."""
     model.eval()
     with torch.autocast(x.device.type, enabled=False), torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
-    return g.flatten(1)
+        loss = F.cross_entropy(model(x), y, reduction="none")
+        (g,) = torch.autograd.grad(loss.sum(), x)
+    return g.flatten(1), loss.detach()
 
 
 LOSS_FLOOR = 1e-12  # log-loss features: log(max(CE, LOSS_FLOOR)), so a loss that rounds to 0 stays finite
@@ -367,10 +368,14 @@ def input_gradient_features(model, x, y, x_clean):
     the stylised image and on the same image without the style, so a model that is merely less sure
     everywhere (under-trained) is told from one that learnt the style; with them no independent model
     of seeds 20-22 was flagged, without them one (docs/VALIDITY.md, "White-box features")."""
-    g = input_gradients(model, x, y)
+    g, loss = input_gradients(model, x, y)
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-        losses = [F.cross_entropy(model(a), y, reduction="none").clamp_min(LOSS_FLOOR).log() for a in (x, x_clean)]
-    return torch.cat([g] + [v[:, None].to(g.dtype) for v in losses], 1)
+        loss_clean = F.cross_entropy(model(x_clean), y, reduction="none")
+    return torch.cat([g] + [v.clamp_min(LOSS_FLOOR).log()[:, None] for v in (loss, loss_clean)], 1)
+
+
+# the dtype each white-box feature is stored in (gradient sets, white_box_features)
+FEATURE_DTYPE = {"weight-signs": np.int8, "input-gradient": np.float32}
 
 
 def white_box_dim(model, feature, dataset):
@@ -411,13 +416,13 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
         clean = _blocks(ImageSet(originals, images.y, images.classes), dataset, device, dtype, False, seed,
                         rows.start, rows.stop)
         blocks = ((x, y, xc) for (x, y), (xc, _) in zip(blocks, clean))
-        fn, kind = (lambda x, y, xc: input_gradient_features(model, x, y, xc)), np.float32  # noqa: E731
+        fn = lambda x, y, xc: input_gradient_features(model, x, y, xc)  # noqa: E731
     else:
         try:
             fn = GradientEngine(model)
         except TypeError:
             fn = lambda xb, yb: reduced_grads_vmap(model, xb, yb)  # noqa: E731
-        kind = np.int8
+    kind = FEATURE_DTYPE[feature]
     n = rows.stop - rows.start
     if out is None:
         out = np.empty((n, white_box_dim(model, feature, dataset)), dtype=kind)

@@ -132,8 +132,14 @@ class Verifier:
         if label_only and self.access != "black-box":
             raise UserError(f"--label-only needs a black-box meta-classifier; {clf_path} is {self.access}")
         self.label_only = label_only
-        self.originals = None  # the stylised images' clean originals, for the input-gradient features
-        if self.access == "white-box" and (self.clf.get("feature") or "weight-signs") == "input-gradient":
+        # white-box: the classifier's features, made as its training sets were (classifiers made before
+        # input gradients: the paper's weight signs, with the transform), and for input gradients the
+        # stylised images' clean originals
+        clf = self.clf or {}
+        self.feature = clf.get("feature") or "weight-signs"
+        self.augment = True if clf.get("augment") is None else clf["augment"]
+        self.originals = None
+        if self.access == "white-box" and self.feature == "input-gradient":
             self.originals = blackbox.originals(images, dataset, data_dir, "test")
         if self.access == "black-box":
             self.queries = blackbox.queries(images, blackbox.originals(images, dataset, data_dir, "test"), dataset,
@@ -151,15 +157,13 @@ class Verifier:
             return (pred == self.images.y).numpy().astype(np.float64)
         if self.access == "black-box":
             return self.from_answers(blackbox.model_probs(model, self.queries, self.dataset, self.device).numpy())
-        feature = ck.get("feature") or "weight-signs"  # classifiers made before input gradients: the paper's
-        dim = gradients.white_box_dim(model, feature, self.dataset)
+        dim = gradients.white_box_dim(model, self.feature, self.dataset)
         if dim != ck["d"]:
             raise UserError(f"the model gives {dim}-dim gradient vectors but the meta-classifier expects "
                             f"{ck['d']} ({ck.get('arch')}); use the classifier trained for this architecture (--c)")
-        augment = True if ck.get("augment") is None else ck["augment"]  # as its training sets were made
-        g = gradients.white_box_features(model, self.images, self.dataset, self.device, feature, self.batch_size,
-                                         augment=augment, seed=self.seed, desc="suspect gradients",
-                                         originals=self.originals)
+        g = gradients.white_box_features(model, self.images, self.dataset, self.device, self.feature,
+                                         self.batch_size, augment=self.augment, seed=self.seed,
+                                         desc="suspect gradients", originals=self.originals)
         return _finite(metaclf.predict_proba(ck, g, self.device), ck)
 
     def answered(self, answers):

@@ -307,7 +307,7 @@ def test_input_gradients_equal_one_image_at_a_time():
     for i in range(len(x)):
         xi = x[i:i + 1].clone().requires_grad_(True)
         loop.append(torch.autograd.grad(F.cross_entropy(model(xi), y[i:i + 1]), xi)[0].flatten(1))
-    batched = G.input_gradients(model, x, y)
+    batched, loss = G.input_gradients(model, x, y)
     assert batched.shape == (10, 784) and batched.abs().sum() > 0
     torch.testing.assert_close(batched, torch.cat(loop), rtol=1e-10, atol=1e-14)
     assert G.white_box_dim(model, "input-gradient", "fmnist") == 786
@@ -317,6 +317,7 @@ def test_input_gradients_equal_one_image_at_a_time():
     np.testing.assert_array_equal(feats[0], feats[1])
     with torch.no_grad():
         log_ce = [F.cross_entropy(model(a), y, reduction="none").log().numpy() for a in (x, xc)]
+    np.testing.assert_allclose(loss.log().numpy(), log_ce[0], rtol=1e-12)  # the loss of the same forward
     np.testing.assert_allclose(feats[0][:, :784], batched.float().numpy(), rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(feats[0][:, 784], log_ce[0], rtol=1e-5)
     np.testing.assert_allclose(feats[0][:, 785], log_ce[1], rtol=1e-5)
