@@ -1,6 +1,7 @@
-"""Train the ownership meta-classifier: gradient-sign vectors of victim-like models (label 1)
-against those of benign models (label 0), or their input gradients (--feature input-gradient, the
-default on fmnist: that of the dataset's preset, as gradientset.py).
+"""Train the ownership meta-classifier: white-box feature vectors of victim-like models (label 1)
+against those of benign models (label 0): the paper's gradient signs, input gradients or the log-loss
+on each stylised image (--feature; default: the dataset's preset's, as gradientset.py: fmnist
+stylised-loss, cifar10 and imagenet weight-signs).
 
     python train_clf.py --type=wrn28-10 --dataset=cifar10 --gpu=0
     python train_clf.py --type=wrn16-1 --dataset=fmnist
@@ -43,14 +44,14 @@ def get_parser():
                    help="benign checkpoints (default: benign-<type>.pt, benign-<type>-s<k>.pt, and for black-box "
                         "benign-<type>-weak<k>.pt)")
     p.add_argument("--access", default="white-box", choices=ACCESSES,
-                   help="white-box: gradient signs (the paper); black-box: prediction shifts (MOVE)")
+                   help="white-box: the gradient sets of --feature; black-box: prediction shifts (MOVE)")
     p.add_argument("--feature", default=None, choices=WHITE_BOX,
                    help="white-box: which gradient sets (gradientset.py --feature) the classifier reads (default: "
                         "the dataset's preset's, as gradientset.py)")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
     p.add_argument("--l2", default="auto", choices=["auto", "on", "off"],
                    help="L2-normalise each feature vector before standardising (auto: on for gradient signs, as "
-                        "the reference; off for input gradients and black-box prediction shifts, whose size is "
+                        "the reference; off for input gradients, log-losses and black-box prediction shifts, whose size is "
                         "the signal: docs/VALIDITY.md)")
     p.add_argument("--out", default=None, help="output (default: model/clf/gradsign-<dataset>-<type>.pt)")
     return cli.add_common(p)

@@ -1,7 +1,8 @@
 """Gradient sets on disk: a model's white-box feature vectors on the transformed set (gradient signs,
-or input gradients; constants.WHITE_BOX), collected (under torchrun, each rank a shard of the rows) and
-written to gradients_set/<model file>/<data folder>/g_f.npy (g_x.npy), with what made them in g_f.json
-(g_x.json), and read back memory-mapped. The computation itself is ownership/gradients.py.
+input gradients or stylised log-losses; constants.WHITE_BOX), collected (under torchrun, each rank a shard of the rows) and
+written to gradients_set/<model file>/<data folder>/g_f.npy (g_x.npy, g_l.npy: paths.GRADIENT_FILES),
+with what made them in g_f.json (g_x.json, g_l.json), and read back memory-mapped. The computation
+itself is ownership/gradients.py.
 """
 import json
 import math
@@ -31,7 +32,7 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
             device="cpu", batch_size=128, augment=True, seed=0, out_path=None, feature="weight-signs"):
     """White-box features (`feature`, constants.WHITE_BOX) of checkpoint `model_path` on the transformed
     set, written (atomically, streamed through a memory map) to gradients_set/<model file>/<data
-    folder>/g_f.npy (g_x.npy), and what made them to meta_path() of it. Returns the path."""
+    folder>/g_f.npy (g_x.npy, g_l.npy), and what made them to meta_path() of it. Returns the path."""
     d = DATASETS[dataset]
     model, ck = load_model(model_path, arch, num_classes or d["num_classes"], d["channels"], device,
                            made_by=f"python reproduce.py --preset {d['preset']}",
@@ -89,7 +90,7 @@ def load_meta(set_path):
 
 
 def load_set(path, made_by=None):
-    """A gradient set (g_f.npy, g_x.npy), memory-mapped."""
+    """A gradient set (g_f.npy, g_x.npy, g_l.npy), memory-mapped."""
     if not os.path.exists(path):
         raise UserError(f"gradient set {path} does not exist; make it with '{made_by or 'python gradientset.py --m <model>'}'")
     try:

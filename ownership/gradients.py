@@ -1,8 +1,10 @@
-"""Per-sample gradients of CE(model(x), y): the white-box features (constants.WHITE_BOX).
+"""Per-sample gradients of CE(model(x), y), and the other white-box features (constants.WHITE_BOX).
 
 weight-signs (the paper): the signs of the gradients w.r.t. the weights, reduced by the reference's
 rule below. input-gradient (ours): the gradient w.r.t. the input image (`input_gradients`), which does
-not depend on how a model orders its neurons. `white_box_features` streams either over a set.
+not depend on how a model orders its neurons. stylised-loss (ours, the fmnist default): the log-loss
+on the stylised image alone (`stylised_loss_features`), no gradient at all. `white_box_features`
+streams any of them over a set.
 
 The reduction rule [R], applied per parameter tensor in model.parameters() order, results concatenated:
   * 1-D tensors (biases, BatchNorm) are skipped;
@@ -374,15 +376,31 @@ def input_gradient_features(model, x, y, x_clean):
     return torch.cat([g] + [v.clamp_min(LOSS_FLOOR).log()[:, None] for v in (loss, loss_clean)], 1)
 
 
+def stylised_loss_features(model, x, y):
+    """The "stylised-loss" white-box features of stylised images x (N, C, H, W) with labels y: (N, 1),
+    log CE(model(x_i), y_i) (floored at LOSS_FLOOR), in the model's dtype, autocast off, eval mode.
+    One number per image that, like the input gradient, does not depend on how the model orders its
+    neurons. On seeds 20-22 it detected distillation and multi-stage as often as the input-gradient
+    features, flagged no independent model and no weak zero-shot student, and had the smallest
+    reference spread (docs/VALIDITY.md, "White-box features"), so the direction of the input gradient
+    adds nothing measurable there. It needs the model's output only, not its weights."""
+    model.eval()
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        loss = F.cross_entropy(model(x), y, reduction="none")
+    return loss.clamp_min(LOSS_FLOOR).log()[:, None]
+
+
 # the dtype each white-box feature is stored in (gradient sets, white_box_features)
-FEATURE_DTYPE = {"weight-signs": np.int8, "input-gradient": np.float32}
+FEATURE_DTYPE = {"weight-signs": np.int8, "input-gradient": np.float32, "stylised-loss": np.float32}
 
 
 def white_box_dim(model, feature, dataset):
     """Length of a model's white-box feature vector (constants.WHITE_BOX): the reduced weight-gradient
-    dimension, or the image size C*H*W plus the two log-losses."""
+    dimension, the image size C*H*W plus the two log-losses, or 1 (the stylised image's log-loss)."""
     if feature == "weight-signs":
         return feature_dim(model)
+    if feature == "stylised-loss":
+        return 1
     d = DATASETS[dataset]
     return d["channels"] * d["size"] * d["size"] + 2
 
@@ -391,8 +409,9 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
                        out=None, desc="gradients", rows=None, progress=True, originals=None):
     """White-box feature vectors of `model` on ImageSet `images`, streamed in batches: int8 signs of the
     reduced weight gradients (N x feature_dim) for "weight-signs", float32 input_gradient_features
-    (N x C*H*W + 2) for "input-gradient" (constants.WHITE_BOX), which needs `originals`, the clean
-    images (uint8, N x C x H x W, images' order) that the stylised ones were made from.
+    (N x C*H*W + 2) for "input-gradient", which needs `originals`, the clean images (uint8,
+    N x C x H x W, images' order) that the stylised ones were made from, or float32
+    stylised_loss_features (N x 1) for "stylised-loss" (constants.WHITE_BOX).
 
     `augment` applies the training transform to the stylised images (as the reference did; never to
     the originals), drawn from `seed` in fixed blocks of AUG_BLOCK images, so two models see the same
@@ -417,6 +436,8 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
                         rows.start, rows.stop)
         blocks = ((x, y, xc) for (x, y), (xc, _) in zip(blocks, clean))
         fn = lambda x, y, xc: input_gradient_features(model, x, y, xc)  # noqa: E731
+    elif feature == "stylised-loss":
+        fn = lambda x, y: stylised_loss_features(model, x, y)  # noqa: E731
     else:
         try:
             fn = GradientEngine(model)

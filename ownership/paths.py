@@ -109,11 +109,12 @@ def styled_dir(data_dir, dataset, gamma=0.1):
     return os.path.join(data_dir, styled_folder(dataset, gamma))
 
 
-GRADIENT_FILES = {"weight-signs": "g_f.npy", "input-gradient": "g_x.npy"}  # per constants.WHITE_BOX feature
+GRADIENT_FILES = {"weight-signs": "g_f.npy", "input-gradient": "g_x.npy", "stylised-loss": "g_l.npy"}  # per constants.WHITE_BOX feature
 
 
 def gradient_set(grad_dir, model_path, data_folder, split="train", feature="weight-signs"):
-    """gradients_set/<model file>/<data folder>/g_f.npy (weight signs; g_x.npy: input gradients) for
+    """gradients_set/<model file>/<data folder>/g_f.npy (weight signs; g_x.npy: input gradients; g_l.npy:
+    stylised log-losses; GRADIENT_FILES) for
     the train split (the reference's only one); other splits go one level deeper."""
     parts = [grad_dir, os.path.basename(model_path), os.path.basename(os.path.normpath(data_folder))]
     if split != "train":

@@ -98,11 +98,12 @@ PRESETS = {
         # (docs/VALIDITY.md, "Any-architecture black-box classifier")
         black_box="any-arch",
         # the white-box column's features (constants.WHITE_BOX) and whether their images get the training
-        # transform: the input gradient and the log-losses on the stylised image and its original, without
-        # the transform; on seeds 20-22 (bf16) they detected distillation 3/3 and multi-stage 2/3 and no
-        # independent model, where the paper's weight signs detected 0/3 and 0/3 and flagged one
+        # transform: the log-loss on the stylised image, without the transform. On seeds 20-22 (bf16) it
+        # detected distillation 3/3 and multi-stage 2/3, no independent model and no zero-shot student,
+        # reference spread <= 0.07; the input gradient with two log-losses: 3/3, 2/3, no independent, all
+        # zero-shot students, spread 0.08; the paper's weight signs 0/3, 0/3 and one independent flagged
         # (docs/VALIDITY.md, "White-box features")
-        white_box=dict(feature="input-gradient", augment=False),
+        white_box=dict(feature="stylised-loss", augment=False),
     ),
     # Paper scale, one GPU. CIFAR-10 train is split disjointly: the paper's victim saw all 50k and the
     # attackers used other data [DI]; without that other data we split the 50k.

@@ -108,7 +108,7 @@ class Verifier:
     """One meta-classifier and its held-out benign references, loaded once: the references' P(stolen)
     is computed at construction, then each call verifies one suspect against them.
 
-    clf_path     a train_clf.py checkpoint (white-box: gradient signs or input gradients, as its `feature`,
+    clf_path     a train_clf.py checkpoint (white-box: gradient signs, input gradients or stylised log-losses, as its `feature`,
                  with the training transform or not, as its `augment`; black-box: prediction shifts), or
                  None for the baseline: no meta-classifier, "P(stolen)" of an image is 1 when the model
                  classifies the stylised image correctly, else 0 (a model that learned the external

@@ -32,7 +32,8 @@ def test_two_process_training(repo, tmp_path):
 
 
 @pytest.mark.parametrize("feature,dim,dtype,stem", [("weight-signs", 11408, "int8", "g_f"),
-                                                    ("input-gradient", 786, "float32", "g_x")])
+                                                    ("input-gradient", 786, "float32", "g_x"),
+                                                    ("stylised-loss", 1, "float32", "g_l")])
 def test_two_process_gradient_set_equals_one_process(repo, tmp_path, feature, dim, dtype, stem):
     """gradientset.py under torchrun (2 ranks, gloo) writes the same bytes as one process. 300 images
     at batch 64 make 3 units of 128 (shard_rows): rank 0 takes two, rank 1 one, so rank 1 must skip

@@ -101,7 +101,7 @@ def test_missing_files_name_the_command(w, repo):
     fails(call("gradientset.py", "--m=/nonexistent/vict.pt", *w["dirs"]), "/nonexistent/vict.pt", "does not exist")
     fails(call("ownership_verification.py", f"--s={w['good']}", "--c=/nope/clf.pt", *w["dirs"]),
           "/nope/clf.pt", "train_clf.py")
-    fails(call("train_clf.py", "--type=wrn10-1", *w["dirs"]), "g_x.npy", "gradientset.py")  # fmnist's features
+    fails(call("train_clf.py", "--type=wrn10-1", *w["dirs"]), "g_l.npy", "gradientset.py")  # fmnist's features
     fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={w['root']}/empty"), "embed_features.py")
     fails(call("ownership_verification.py", "--mode=distillation", *w["dirs"]), "reproduce.py")
 

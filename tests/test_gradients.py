@@ -6,6 +6,8 @@ values by ~1e-16 and no ReLU input or reduced value lies that close to 0; in flo
 forward rounds differently from a batch-1 one (see the gradients module docstring), so the float32
 test bounds the mismatches and checks that exact zeros stay exact.
 """
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -330,3 +332,37 @@ def test_input_gradients_equal_one_image_at_a_time():
         G.white_box_features(model, images, "fmnist", "cpu", "weights")
     with pytest.raises(ValueError):
         G.white_box_features(model, images, "fmnist", "cpu", "input-gradient")  # no originals
+
+
+def test_stylised_loss_is_the_log_loss_of_each_image():
+    """The "stylised-loss" features are log CE of each stylised image as _blocks makes it (by hand, one
+    image at a time, float64), one column, float32, the same in any batch size and under bf16 autocast,
+    equal to the input-gradient features' stylised-loss column; a loss that rounds to 0 stays finite."""
+    torch.manual_seed(0)
+    model = nontrivial_bn(get_model("wrn10-1", 10, 1).double(), 1, 28)
+    g = torch.Generator().manual_seed(4)
+    images = ImageSet(torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 10, (10,), generator=g), [str(i) for i in range(10)])
+    x, y = next(G._blocks(images, "fmnist", "cpu", torch.float64, False, 0))
+    with torch.no_grad():
+        by_hand = [math.log(-torch.log_softmax(model(x[i:i + 1]), 1)[0, y[i]].item()) for i in range(len(x))]
+    assert G.white_box_dim(model, "stylised-loss", "fmnist") == 1
+    feats = [G.white_box_features(model, images, "fmnist", "cpu", "stylised-loss", batch_size=bs, augment=False)
+             for bs in (3, 10)]
+    assert feats[0].dtype == np.float32 and feats[0].shape == (10, 1)
+    np.testing.assert_array_equal(feats[0], feats[1])
+    np.testing.assert_allclose(feats[0][:, 0], by_hand, rtol=1e-5)
+    both = G.white_box_features(model, images, "fmnist", "cpu", "input-gradient", batch_size=10, augment=False,
+                                originals=images.x)
+    np.testing.assert_array_equal(feats[0][:, 0], both[:, 784])
+    m32 = model.float()
+    fp32 = G.white_box_features(m32, images, "fmnist", "cpu", "stylised-loss", batch_size=10, augment=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_array_equal(
+            G.white_box_features(m32, images, "fmnist", "cpu", "stylised-loss", batch_size=10, augment=False), fp32)
+    sure = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).double()
+    with torch.no_grad():
+        sure[1].weight.zero_()
+        sure[1].bias.copy_(torch.where(torch.arange(10) == 0, 1e3, 0.0))  # CE of class 0 rounds to 0
+    z = G.stylised_loss_features(sure, x, torch.zeros(len(x), dtype=torch.long))
+    assert torch.equal(z, torch.full_like(z, math.log(G.LOSS_FLOOR)))

@@ -73,17 +73,24 @@ def test_reference_chain(repo, workdir):
             "--feature=weight-signs", "--gpu=0", "--batch_size=32", *dirs(root))
         g = np.load(f"{folder}/g_f.npy")
         assert g.shape == (90, 11408) and g.dtype == np.int8 and set(np.unique(g)) <= {-1, 0, 1}
-        # the reference command verbatim: the fmnist preset's features, input gradients without the transform
+        # input gradients, asked for by name
         run(repo, "gradientset.py", "--model=wrn10-1", f"--m={root}/model/{model}", "--dataset=fmnist",
-            "--gpu=0", "--batch_size=32", *dirs(root))
+            "--feature=input-gradient", "--gpu=0", "--batch_size=32", *dirs(root))
         g = np.load(f"{folder}/g_x.npy")
         assert g.shape == (90, 786) and g.dtype == np.float32 and np.isfinite(g).all()
         assert json.load(open(f"{folder}/g_x.json"))["augment"] is False
+        # the reference command verbatim: the fmnist preset's features, the stylised log-loss, no transform
+        run(repo, "gradientset.py", "--model=wrn10-1", f"--m={root}/model/{model}", "--dataset=fmnist",
+            "--gpu=0", "--batch_size=32", *dirs(root))
+        loss = np.load(f"{folder}/g_l.npy")
+        assert loss.shape == (90, 1) and loss.dtype == np.float32
+        np.testing.assert_array_equal(loss[:, 0], g[:, 784])  # the input-gradient features' stylised-loss column
+        assert json.load(open(f"{folder}/g_l.json"))["feature"] == "stylised-loss"
     r = run(repo, "train_clf.py", "--type=wrn10-1", "--dataset=fmnist", "--mlp_epoch=10", "--gpu=0", *dirs(root))
     assert "held-out accuracy" in r.stdout
     ck = torch.load(f"{root}/model/clf/gradsign-fmnist-wrn10-1.pt", weights_only=True)
-    assert ck["mean"].shape == (786,) and ck["std"].shape == (786,)  # stored for verification
-    assert ck["feature"] == "input-gradient" and ck["augment"] is False and ck["l2"] is False
+    assert ck["mean"].shape == (1,) and ck["std"].shape == (1,)  # stored for verification
+    assert ck["feature"] == "stylised-loss" and ck["augment"] is False and ck["l2"] is False
     for mode, suspect in (("source", "victim/vict-wrn10-1.pt"), ("benign", "benign/benign-wrn10-1.pt")):
         r = run(repo, "ownership_verification.py", f"--mode={mode}", "--dataset=fmnist", "--gpu=0",
                 f"--s={root}/model/{suspect}", *dirs(root))
