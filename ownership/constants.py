@@ -29,7 +29,7 @@ SUSPECT_MODES = ("source",) + ATTACK_MODES           # the rows of a reproductio
 MODES = SUSPECT_MODES + ("benign", "independent")     # what ownership_verification.py --mode takes
 ACCESSES = ("white-box", "black-box")
 COLUMNS = ACCESSES + ("baseline",)  # the verdicts of a results row: each access, and the baseline
-WHITE_BOX = ("weight-signs", "input-gradient", "stylised-loss")  # white-box features: the paper's, or ours
+WHITE_BOX = ("weight-signs", "input-gradient", "stylised-loss")  # white-box features: the paper's, then ours
 BLACK_BOX = ("per-arch", "any-arch")  # which black-box meta-classifier: one per architecture, or one for all
 TESTS = {"paired-all": "paired one-sided t-test against each benign reference, largest p",
          "paper": "paired one-sided t-test against the first reference (paper)",

@@ -128,7 +128,7 @@ PRESETS = {
         clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
         black_box="any-arch",  # as fmnist
-        white_box=PAPER_WHITE_BOX,  # fmnist's input gradients not measured at this scale
+        white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
     ),
     "imagenet": dict(
         dataset="imagenet", gamma=0.1,                                 # [P]
@@ -149,7 +149,7 @@ PRESETS = {
         clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
         black_box="any-arch",  # as fmnist
-        white_box=PAPER_WHITE_BOX,  # fmnist's input gradients not measured at this scale
+        white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
     ),
 }
 
