@@ -7,9 +7,9 @@ the dataset's preset's (fmnist: stylised-loss; cifar10, imagenet: weight-signs).
     python gradientset.py --m=./model/victim/vict-wrn16-1.pt --dataset=fmnist
     torchrun --standalone --nproc_per_node=4 gradientset.py --model_root=model/victim/vict-wrn28-10.pt --dataset=cifar10
 
-Writes gradients_set/<model file>/<dataset>_seurat_10%/g_f.npy (int8 signs, one row per image; input
-gradients: g_x.npy, stylised log-losses: g_l.npy, float32), and what made it in g_f.json (g_x.json,
-g_l.json).
+Writes gradients_set/<model file>/<dataset>_seurat_10%/g_l.npy (stylised log-losses, the fmnist default),
+g_x.npy (input gradients; both float32) or g_f.npy (int8 signs), one row per image, and what made it in
+g_l.json (g_x.json, g_f.json).
 Under torchrun each rank takes a contiguous shard of the images and rank 0 writes the one file,
 identical to a single process's. Spell --m as --model_root there: torchrun's parser takes --m for an
 ambiguous prefix of its own options (--module, --master-addr ...) and stops.
@@ -28,8 +28,8 @@ def get_parser():
     p.add_argument("--model_root", "--m", dest="model_root", required=True, help="model checkpoint (.pt)")
     p.add_argument("--num_classes", type=int, default=None, help="default: the dataset's")
     p.add_argument("--gradientset_path", default=None,
-                   help="output file (default: gradients_set/<model file>/<data folder>/g_f.npy; "
-                        "g_x.npy, g_l.npy for the other features)")
+                   help="output file (default: gradients_set/<model file>/<data folder>/g_l.npy, g_x.npy or "
+                        "g_f.npy by --feature; fmnist: g_l.npy)")
     p.add_argument("--batch_size", type=int, default=128, help="images per batched gradient step")
     p.add_argument("--split", default="train", choices=["train", "test"],
                    help="which part of the transformed set (default: train, as the reference)")

@@ -64,7 +64,8 @@ def get_parser():
     p.add_argument("--tau", type=float, default=None, help="margin of the paired tests (default: the preset's)")
     p.add_argument("--alpha", type=float, default=None, help="significance level of the verdict (default: 0.01)")
     p.add_argument("--access", default="white-box", choices=COLUMNS,
-                   help="white-box: gradient signs (the paper); black-box: the suspect's predictions only (MOVE); "
+                   help="white-box: the classifier's white-box feature (fmnist: the log-loss on each stylised image; "
+                        "cifar10, imagenet: the paper's gradient signs); black-box: the suspect's predictions only (MOVE); "
                         "baseline: no meta-classifier, the suspect's correctness on each stylised image")
     p.add_argument("--black-box", default=None, choices=BLACK_BOX,
                    help="black-box only: any-arch: the classifier over every architecture (blackbox-<dataset>.pt) and "
@@ -103,9 +104,9 @@ def resolve(args, device="cpu"):
     subset = args.classes_subset == "first"
     if subset and args.access != "black-box":
         raise UserError(f"--classes-subset first needs --access black-box: the white-box meta-classifier reads "
-                        f"gradients of a {n}-output model, which a model with more outputs does not have")
-    hint = (f"white-box verification needs the dataset's {n} outputs (the meta-classifier reads gradients of that "
-            f"shape); if its first {n} outputs are the dataset's classes in order, verify its predictions with "
+                        f"features of a {n}-output model, which a model with more outputs does not have")
+    hint = (f"white-box verification needs the dataset's {n} outputs (the meta-classifier reads features of a model with "
+            f"those outputs); if its first {n} outputs are the dataset's classes in order, verify its predictions with "
             f"--access black-box --classes-subset first" if args.access == "white-box" else
             f"if its first {n} outputs are the dataset's classes in order, pass --classes-subset first")
     model, ck = load_model(suspect, args.model, None if subset else n, d["channels"], device, "suspect model",

@@ -31,7 +31,7 @@ from ownership.presets import DATASETS
 def get_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--model_type", "--type", dest="model_type", default=None, choices=list(MODELS),
-                   help="architecture of the models whose gradients are classified (required for white-box; "
+                   help="architecture of the models whose white-box features are classified (required for white-box; "
                         "black-box without it: one classifier over every architecture, blackbox-<dataset>.pt)")
     p.add_argument("--mlp_epoch", type=int, default=100, help="epochs (reference: 100)")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (reference: 0.01)")
@@ -61,7 +61,7 @@ def default_models(args):
     """--pos/--neg, else the defaults of the docstring; black-box without --type: those of every
     architecture that has a victim (positives) or a benign model (negatives) in --model-dir (issue 16)."""
     if args.model_type is None and args.access == "white-box":
-        raise UserError("--type is required for --access white-box (gradient vectors of one architecture)")
+        raise UserError("--type is required for --access white-box (the models of one architecture)")
     v_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "victim")
     b_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "benign")
     pos = args.pos or [f for a in v_archs for f in paths.with_seeds(paths.victim(args.model_dir, a))]

@@ -3,8 +3,8 @@
 MODES      the suspects of the paper's table, in its order [P, Table 1], plus multi-stage (ours:
            the distillation student fine-tuned on other data), and the controls benign and
            independent
-ACCESSES   white-box: signs of per-sample weight gradients (the paper); black-box: prediction
-           shifts only (MOVE)
+ACCESSES   white-box: a WHITE_BOX feature, read with the model in hand (the paper: weight-gradient
+           signs; fmnist: stylised-loss); black-box: prediction shifts only (MOVE)
 COLUMNS    the verdicts reported for a suspect: each access's, and the baseline that needs no
            meta-classifier (the suspect's correctness on each stylised image, paired with the references')
 WHITE_BOX  the white-box features, per stylised image: weight-signs (the paper [P, R]: signs of the

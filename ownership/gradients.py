@@ -419,8 +419,8 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
     stream into. `rows` (a slice of whole blocks, see gradient_sets.shard_rows) computes only those
     images' rows, as they are in the whole set; `progress` shows a progress bar. Images are cast to the
     model's floating dtype (a float64 model gets float64 inputs) and autocast is off: the features are
-    those of float32 (float64) gradients even if the caller runs under bf16 autocast. Raises UserError
-    for NaN or Inf gradients, ValueError for an unknown feature or missing originals."""
+    those of float32 (float64) computations even if the caller runs under bf16 autocast. Raises UserError
+    for NaN or Inf features, ValueError for an unknown feature or missing originals."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if feature not in WHITE_BOX:
@@ -453,7 +453,7 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
                           unit="batch", disable=not progress):
             g = fn(*batch)
             if not torch.isfinite(g).all():
-                raise UserError(f"NaN or Inf in the model's gradients ({desc}); its weights overflow: the "
+                raise UserError(f"NaN or Inf in the model's white-box features ({desc}); its weights overflow: the "
                                 f"checkpoint is broken or diverged")
             out[start:start + len(g)] = (torch.sign(g).to(torch.int8) if kind is np.int8 else g.float()).cpu().numpy()
             start += len(g)

@@ -1,6 +1,6 @@
 """The ownership meta-classifier: victim-like (1) against benign (0) feature vectors.
 
-Inputs are L2-normalised per vector, then standardised with a mean/std fitted on the training split
+Inputs are L2-normalised per vector (l2=True: weight signs, train_clf.py --l2 auto), then standardised with a mean/std fitted on the training split
 and stored in the checkpoint, so verification applies exactly the training transform (the reference
 standardised at training only). Training follows the reference: 80/20 split, SGD lr 0.01, momentum
 0.9, wd 5e-4, batch 128, the epoch with the best held-out accuracy kept. Inputs stream from

@@ -38,7 +38,8 @@ def test_two_process_gradient_set_equals_one_process(repo, tmp_path, feature, di
     """gradientset.py under torchrun (2 ranks, gloo) writes the same bytes as one process. 300 images
     at batch 64 make 3 units of 128 (shard_rows): rank 0 takes two, rank 1 one, so rank 1 must skip
     the first two blocks' augmentation draws to match (weight signs, with the transform), and send its
-    float rows and read its originals' shard (input gradients)."""
+    float rows and read its originals' shard (input gradients), or its float rows alone (stylised
+    log-losses)."""
     import numpy as np
     from network import get_model
     from ownership import checkpoints, data, paths

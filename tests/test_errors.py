@@ -144,7 +144,7 @@ def test_overflowing_gradients_and_predictions(w, tmp_path):
     """Finite weights so large that the logits overflow: caught where gradients (white-box) and
     predictions (black-box) are made."""
     huge = broken(w, "huge.pt", 1e38)
-    fails(call("gradientset.py", f"--m={huge}", *w["dirs"]), "NaN or Inf in the model's gradients", "huge.pt")
+    fails(call("gradientset.py", f"--m={huge}", *w["dirs"]), "NaN or Inf in the model's white-box features", "huge.pt")
     rng = np.random.default_rng(0)
     ck = metaclf.fit([rng.normal(size=(20, 40))], [rng.normal(size=(20, 40))], epochs=1)
     ck.update(arch="wrn10-1", kind="black-box", views=4)

@@ -1,5 +1,5 @@
 """ownership.gradients: the reduction rule, the engine and vmap against the reference batch-1 loop,
-and streaming of sign vectors.
+streaming of sign vectors, and the input-gradient and stylised-loss features.
 
 Exact sign equality is checked in float64, where the methods' different summation orders change
 values by ~1e-16 and no ReLU input or reduced value lies that close to 0; in float32 a batched

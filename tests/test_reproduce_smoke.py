@@ -69,7 +69,7 @@ def test_reference_is_held_out(smoke):
 
 def test_independent_models_not_flagged(smoke):
     # loose threshold: the smoke models are tiny, but an independent model must not look stolen to the
-    # white-box test (the paper's). The black-box verdicts are not asserted here: the smoke models
+    # white-box test (the preset's stylised log-loss). The black-box verdicts are not asserted here: the smoke models
     # reach only 11-46 % clean accuracy, so their prediction shifts are noise (one independent model
     # got p = 8e-6 in a smoke run); README shows the black-box verdicts on the fmnist preset.
     rows = [r for r in smoke[3]["rows"] if r["mode"] == "independent"]
