@@ -7,7 +7,7 @@ independent models for each seed, and measure how often each verdict is right.
 
 Each seed runs reproduce.py into results/<preset>/seeds-<float path>/<seed>/ (resumable; bf16 or fp32, the
 training precision that --amp gives on this machine, so both paths can be studied side by side). Writes
-results/<preset>/validity-<float path>[-<black-box>].{json,md,png} with, for each access: the fraction of
+results/<preset>/validity-<float path>[-<black-box>]-seeds<first>-<last>.{json,md,png} with, for each access: the fraction of
 seeds in which each attack is detected at the run's alpha (one verification per seed), the rate over
 every disjoint draw of m images, the median p and delta mu, the false-positive rate on independent
 models (the preset's, and its harder negatives: independent models trained with recipes the defender
@@ -98,7 +98,9 @@ def main(args):
     variant = [amp_name(cli.get_device(args.gpu), args.amp)] + [args.black_box] * (args.black_box is not None) \
         + ["labels"] * args.label_only
     runs = run_seeds(args, out, variant)
-    name = "validity-" + "-".join(variant)
+    # one file per float path, classifier variant and seed range, so a study of other seeds never
+    # overwrites this one's
+    name = "validity-" + "-".join(variant + [f"seeds{args.first_seed}-{args.first_seed + args.seeds - 1}"])
     fields = {f.name for f in dataclasses.fields(Protocol)}
     protocol = Protocol(**{k: v for k, v in runs[0][1]["protocol"].items() if k in fields})
     pool = runs[0][2][COLUMNS[0]][0].shape[1]

@@ -242,9 +242,9 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
             means = probs_of_seed[access][1][rows_index[arch]].mean(1)
             assert q["reference_spread"] == [pytest.approx(means.max() - means.min())]
             assert (q["model_auc"][0] is None) == (access == "baseline")
-    text = (tmp_path / f"validity-{fp}.json").read_text()
+    text = (tmp_path / f"validity-{fp}-seeds0-0.json").read_text()  # named by its seeds: never overwritten
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["seeds"] == [0]
-    assert (tmp_path / f"validity-{fp}.md").read_text().startswith("# Validity on preset `smoke`")
+    assert (tmp_path / f"validity-{fp}-seeds0-0.md").read_text().startswith("# Validity on preset `smoke`")
 
 
 @pytest.mark.slow  # trains two classifiers and reruns the verification stage
