@@ -103,9 +103,9 @@ def model_plan(preset, arch, model_dir, reference_protocol):
 
 
 # `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on a 2-core AMD EPYC CPU with the
-# CPU to itself: bf16 at commit 56bdbc7, fp32 at 8216466 on a day the CPU ran about a third slower
-# (docs/BENCHMARKS.md, "Per-stage times"); the start-up line quotes them
-MEASURED_MINUTES = {("fmnist", "bf16"): 6.0, ("fmnist", "fp32"): 10.3}
+# CPU to itself, fresh clones of commit 2d4c0b5 and its parent (docs/BENCHMARKS.md, "Per-stage times"); the
+# start-up line quotes them
+MEASURED_MINUTES = {("fmnist", "bf16"): 6.0, ("fmnist", "fp32"): 7.8}
 
 
 def float_path(device, amp):
