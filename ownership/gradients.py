@@ -371,9 +371,12 @@ def input_gradient_features(model, x, y, x_clean):
     everywhere (under-trained) is told from one that learnt the style; with them no independent model
     of seeds 20-22 was flagged, without them one (docs/VALIDITY.md, "White-box features")."""
     g, loss = input_gradients(model, x, y)
-    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-        loss_clean = F.cross_entropy(model(x_clean), y, reduction="none")
-    return torch.cat([g] + [v.clamp_min(LOSS_FLOOR).log()[:, None] for v in (loss, loss_clean)], 1)
+    return torch.cat([g, _log_loss(loss), stylised_loss_features(model, x_clean, y)], 1)
+
+
+def _log_loss(loss):
+    """(N,) losses -> (N, 1) log-loss features, floored at LOSS_FLOOR."""
+    return loss.clamp_min(LOSS_FLOOR).log()[:, None]
 
 
 def stylised_loss_features(model, x, y):
@@ -386,8 +389,7 @@ def stylised_loss_features(model, x, y):
     adds nothing measurable there. It needs the model's output only, not its weights."""
     model.eval()
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-        loss = F.cross_entropy(model(x), y, reduction="none")
-    return loss.clamp_min(LOSS_FLOOR).log()[:, None]
+        return _log_loss(F.cross_entropy(model(x), y, reduction="none"))
 
 
 # the dtype each white-box feature is stored in (gradient sets, white_box_features)
