@@ -6,8 +6,7 @@
 
 Stages: embed_features -> train_model (per architecture: victim-like and benign models behind the
 meta-classifiers, weak benign models for the black-box ones, the held-out benign references; the
-independent models) -> steal (the attacks; the defender's simulated thefts of the victim and of a benign
-model, behind the white-box classifiers) -> gradientset -> train_clf -> verification of every suspect
+independent models) -> steal (the attacks) -> gradientset -> train_clf -> verification of every suspect
 (ownership.verify, the preset's protocol). Between embedding and verification every job (a model, an
 attack, a gradient set, a classifier) starts as soon as the jobs whose outputs it reads are done, in
 --workers processes, so the stages overlap. Artefacts go to the reference folders (data/, model/,
@@ -144,10 +143,6 @@ def main(args):
             raise UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
                             f"only for {archs}; use one of those architectures")
     reference = args.protocol == "reference"
-    simulated = preset["white_box"].get("thefts", ())
-    if not set(simulated) <= {"distillation", "multi-stage"} or ("multi-stage" in simulated and "distillation" not in simulated):
-        raise UserError(f"preset {args.preset!r}: white_box thefts {list(simulated)} must be distillation, or "
-                        f"distillation and multi-stage (which fine-tunes the distillation student)")
     protocol = Protocol.from_preset(preset, "reference" if reference else args.test)
     workdir = args.workdir or (os.path.join(REPO, "results", "smoke") if args.preset == "smoke" else REPO)
     out = args.out or os.path.join(REPO, "results", args.preset + ("-reference" if reference else ""))
@@ -208,25 +203,6 @@ def main(args):
         m == "multi-stage")) for m, p in attacker.items()}
     suspects += independents
 
-    # the defender's simulated thefts (white_box["thefts"]): for each architecture, students of the victim
-    # (positives of its white-box classifier) and of the first benign model of the victim's architecture
-    # (negatives), distilled on the victim's own data and, for multi-stage, fine-tuned on its clean part;
-    # seeds of their own (paths.THEFT_TAG), so that no simulated theft repeats an attack (docs/VALIDITY.md)
-    thefts, theft_jobs = {arch: dict(pos=[], neg=[]) for arch in archs}, []
-    for arch in archs:
-        for label, teacher in (("pos", victim), ("neg", files[va]["neg"][0])):
-            for mode in white_box.get("thefts", ()):
-                path = paths.theft(M, teacher, mode, arch)
-                argv = trained + ["--mode", mode, "--victim", teacher, "--arch", arch, "--tag", paths.THEFT_TAG,
-                                  "--out", path]
-                inputs = [teacher, styled]
-                if mode == "multi-stage":
-                    first = paths.theft(M, teacher, "distillation", arch)
-                    argv += ["--student", first, "--fine-tune-data", "victim-clean"]
-                    inputs.append(first)
-                theft_jobs.append(("steal", path, steal, argv, inputs))
-                thefts[arch][label].append(path)
-
     # gradient sets and meta-classifiers: white-box per architecture, and one black-box classifier over
     # every architecture (a suspect behind an API has no known architecture; docs/API.md), plus one
     # black-box classifier per architecture with --black-box per-arch
@@ -249,21 +225,19 @@ def main(args):
                           every("neg") + every("weak"), [])  # the longest classifier first
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
-        wb_pos, wb_neg = pos + thefts[arch]["pos"], neg + thefts[arch]["neg"]
-        grads = [paths.gradient_set(dirs["gradients_set"], m, styled, feature=white_box["feature"])
-                 for m in wb_pos + wb_neg]
+        grads = [paths.gradient_set(dirs["gradients_set"], m, styled, feature=white_box["feature"]) for m in pos + neg]
         flags = ["--feature", white_box["feature"]] + ["--no-augment"] * (not white_box["augment"])
         gradient_jobs += [("gradients", g, gradientset, common + ["--dataset", ds, "--m", m] + flags, [m, styled])
-                          for m, g in zip(wb_pos + wb_neg, grads)]
-        clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", wb_pos,
-                                             wb_neg, grads, arch)
+                          for m, g in zip(pos + neg, grads)]
+        clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", pos, neg,
+                                             grads, arch)
         if black_box == "per-arch":
             clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", suffix),
                                                  "black-box", pos, neg + weak, [], arch)
     # the victim, then the attacks that need only it and take longest (zero-shot; distillation, which
     # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
     early = [steals.pop("zero-shot"), steals.pop("distillation")]
-    st.run_all(train[:1] + early + train[1:] + list(steals.values()) + theft_jobs + gradient_jobs + clf_jobs, **pool)
+    st.run_all(train[:1] + early + train[1:] + list(steals.values()) + gradient_jobs + clf_jobs, **pool)
     if black_box == "any-arch":  # the table's black-box column: the classifier and references an API suspect gets
         for arch in archs:
             clfs[arch, "black-box"], refs[arch, "black-box"] = any_arch, paths.all_references(M, archs)

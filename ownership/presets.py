@@ -103,11 +103,7 @@ PRESETS = {
         # reference spread <= 0.07; the input gradient with two log-losses: 3/3, 2/3, no independent, all
         # zero-shot students, spread 0.08; the paper's weight signs 0/3, 0/3 and one independent flagged
         # (docs/VALIDITY.md, "White-box features")
-        # thefts: the defender's simulated thefts behind each white-box classifier (reproduce.py): students
-        # of the victim as positives, of a benign model as negatives, so that the classifier learns the
-        # feature as a stolen model carries it, and that being a student is not the signal (issue 14;
-        # docs/VALIDITY.md, "Simulated thefts")
-        white_box=dict(feature="stylised-loss", augment=False, thefts=("distillation", "multi-stage")),
+        white_box=dict(feature="stylised-loss", augment=False),
     ),
     # Paper scale, one GPU. CIFAR-10 train is split disjointly: the paper's victim saw all 50k and the
     # attackers used other data [DI]; without that other data we split the 50k.
