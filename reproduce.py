@@ -143,7 +143,8 @@ def main(args):
             raise UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
                             f"only for {archs}; use one of those architectures")
     reference = args.protocol == "reference"
-    protocol = Protocol.from_preset(preset, "reference" if reference else args.test)
+    # one protocol per verdict column: the same test and m, each column's margin (presets: tau)
+    protocols = {c: Protocol.from_preset(preset, "reference" if reference else args.test, column=c) for c in COLUMNS}
     workdir = args.workdir or (os.path.join(REPO, "results", "smoke") if args.preset == "smoke" else REPO)
     out = args.out or os.path.join(REPO, "results", args.preset + ("-reference" if reference else ""))
     dirs = {k: os.path.join(workdir, k) for k in ("data", "model", "gradients_set", "prob")}
@@ -248,11 +249,11 @@ def main(args):
     by_path = {}  # one Verifier per classifier: the any-architecture one serves every architecture
     for (arch, access), path in clfs.items():
         if path not in by_path:
-            by_path[path] = Verifier(path, refs[arch, access], images, ds, device, protocol, seed=args.seed,
+            by_path[path] = Verifier(path, refs[arch, access], images, ds, device, protocols[access], seed=args.seed,
                                      data_dir=dirs["data"], label_only=args.label_only and access == "black-box")
     verifiers = {key: by_path[path] for key, path in clfs.items()}
     for arch in archs:  # the baseline: no meta-classifier, correctness on stylised images (docs/VALIDITY.md)
-        verifiers[arch, "baseline"] = Verifier(None, files[arch]["refs"], images, ds, device, protocol,
+        verifiers[arch, "baseline"] = Verifier(None, files[arch]["refs"], images, ds, device, protocols["baseline"],
                                                seed=args.seed, data_dir=dirs["data"])
     rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
     rows, probs = [], {column: dict(suspect=[], references=[]) for column in COLUMNS}
@@ -276,8 +277,11 @@ def main(args):
             path=rel(path), held_out_acc=ck.get("test_acc"), model_level=ck.get("model_level"),
             references=[rel(r) for r in refs[arch, access]],
             trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
-    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
-                  **protocol.record()), black_box=black_box, white_box=white_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
+    taus = {c: p.tau for c, p in protocols.items()}  # one number where every column has the same
+    protocol = dict(name=args.protocol, **protocols[COLUMNS[0]].record())
+    protocol["tau"] = taus if len(set(taus.values())) > 1 else protocol["tau"]
+    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=protocol, black_box=black_box,
+                  white_box=white_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
                   timings=st.timings)
     write_results(out, result, probs)
     print(table(result))
@@ -299,6 +303,11 @@ def table(result):
     return "\n".join(lines)
 
 
+def describe_tau(tau):
+    """A results.json protocol's tau for a reader: one number, or 'white-box 0.05, black-box 0.1, ...'."""
+    return ", ".join(f"{c} {t}" for c, t in tau.items()) if isinstance(tau, dict) else str(tau)
+
+
 def load_probs(out):
     """probs.npz of a results folder: {access: (suspect (rows, N), references (rows, K, N))}, rows in
     the order of results.json's rows."""
@@ -312,7 +321,7 @@ def write_results(out, result, probs):
         tmp, **{f"{a}/{k}": np.stack(v) for a, parts in probs.items() for k, v in parts.items()}))
     proto = result["protocol"]
     md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']}, protocol {proto['name']})\n\n"
-          f"Test: {proto['description']}, m = {proto['m']}, tau = {proto['tau']}, alpha = {proto['alpha']}.\n\n"
+          f"Test: {proto['description']}, m = {proto['m']}, tau = {describe_tau(proto['tau'])}, alpha = {proto['alpha']}.\n\n"
           + table(result) + "\n\nMeta-classifiers: "
           + "; ".join(f"{arch}/{a}: held-out image acc {c['held_out_acc']:.3f}, model-level AUC "
                       f"{c['model_level']['auc'] if c['model_level'] else None}, references {', '.join(c['references'])}"

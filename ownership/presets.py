@@ -89,8 +89,12 @@ PRESETS = {
         # (docs/BENCHMARKS.md, "Training recipe")
         # the paper's paired test against every reference (docs/VALIDITY.md); m = 50 images and margin
         # tau = 0.1 chosen on seeds 5-9, measured on held-out seeds 10-19 (docs/VALIDITY.md); the
-        # paper's values are m = 10 [R], tau = 0 [P]
-        m=50, tau=0.1, test="paired-all",
+        # paper's values are m = 10 [R], tau = 0 [P]. The margin is per verdict column: the white-box
+        # column's stylised log-loss scatters benign models less (reference spread <= 0.07, independent
+        # models' delta mu about 0) and its multi-stage students sit 0.14-0.21 above the references, which
+        # tau = 0.1 left undecided; 0.05 chosen on seed 0 before seeds 30-34 measured it
+        # (docs/VALIDITY.md, "A margin per column")
+        m=50, tau={"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}, test="paired-all",
         # the black-box column's classifier: any-arch (one over every architecture and all references, the
         # one a suspect behind an API gets; docs/API.md) or per-arch (one per architecture, its references).
         # any-arch on held-out seeds 20-22 (bf16): source, fine-tune, distillation and multi-stage 3/3, no

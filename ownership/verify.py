@@ -2,7 +2,7 @@
 stylised test images, then the protocol's test. ownership_verification.py, reproduce.py and
 evaluate.py all go through `Protocol`, `Verifier` and `test`.
 
-    protocol = Protocol.from_preset(get_preset("fmnist"))          # test, m, tau, alpha, chosen once
+    protocol = Protocol.from_preset(get_preset("fmnist"), column="white-box")  # test, m, tau, alpha, chosen once
     verifier = Verifier(clf_path, reference_paths, images, "fmnist", device, protocol, seed=0, data_dir=...)
     record = verifier(suspect_model)                               # p_value, delta_mu, verdict, ...
 """
@@ -33,29 +33,41 @@ class Protocol:
     alpha: float
 
     @classmethod
-    def from_preset(cls, preset, test=None, m=None, tau=None, alpha=ALPHA):
-        """The preset's protocol; `test`, `m`, `tau`, `alpha` override it (None: the preset's). The
-        reference protocol keeps its own m = 10 [R]. Raises UserError for a tau given to a test
-        without a margin, an unknown test, or m < 2."""
+    def from_preset(cls, preset, test=None, m=None, tau=None, alpha=ALPHA, column=None):
+        """The preset's protocol for the verdict column `column` (constants.COLUMNS: white-box, black-box,
+        baseline); `test`, `m`, `tau`, `alpha` override it (None: the preset's). The preset's tau is one
+        number, or one per column (column_tau). The reference protocol keeps its own m = 10 [R]. Raises
+        UserError for a tau given to a test without a margin, an unknown test, or m < 2."""
         test = test or preset["test"]
         if test not in TESTS:
             raise UserError(f"unknown test {test!r}; choose one of: {', '.join(TESTS)}")
         if m is None:
             m = REFERENCE_M if test == "reference" else preset["m"]
+        if m < 2:
+            raise UserError(f"--m {m}: the tests need at least 2 images")
         if test in NO_MARGIN:
             if tau:
                 raise UserError(f"--tau {tau}: the {test!r} test has no margin; drop --tau or choose "
                                 f"--test paired-all")
             tau = None
         elif tau is None:
-            tau = preset["tau"]
-        if m < 2:
-            raise UserError(f"--m {m}: the tests need at least 2 images")
+            tau = column_tau(preset["tau"], column)
         return cls(test, int(m), tau, alpha)
 
     def record(self):
         """The protocol as a JSON-ready dict, with the test's description."""
         return dict(dataclasses.asdict(self), description=TESTS[self.test])
+
+
+def column_tau(tau, column):
+    """The margin of verdict column `column` from a preset's (or a results.json protocol's) tau: one
+    number for every column, or a dict {column: tau} (fmnist: the white-box column's own, smaller one,
+    docs/PROTOCOL.md). Raises ValueError for a dict without that column."""
+    if not isinstance(tau, dict):
+        return tau
+    if column not in tau:
+        raise ValueError(f"tau is given per column ({', '.join(tau)}); say which column, not {column!r}")
+    return tau[column]
 
 
 def test(p_s, refs, protocol, *, seed, images=None):

@@ -48,6 +48,24 @@ def test_results_json(smoke):
     assert "training in bf16" in r.stdout or "training in fp32" in r.stdout  # the float path, said at the start
 
 
+def test_each_column_uses_its_margin(smoke):
+    """The smoke preset (fmnist's protocol) gives the white-box column its own margin: each recorded p is
+    the test of the saved probabilities with that column's tau, and a black-box margin would change it."""
+    from ownership.presets import PRESETS
+    from ownership.verify import Protocol, column_tau, test
+    root, res = smoke[0], smoke[3]
+    assert res["protocol"]["tau"] == PRESETS["smoke"]["tau"] == {"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}
+    probs = reproduce.load_probs(root / "results")
+    for access in COLUMNS:
+        protocol = Protocol("paired-all", 50, column_tau(res["protocol"]["tau"], access), 0.01)
+        for i, row in enumerate(res["rows"]):
+            assert test(probs[access][0][i], probs[access][1][i], protocol, seed=0)["p_value"] == \
+                pytest.approx(row[access]["p_value"], rel=1e-9, abs=1e-300), (access, row["mode"])
+    wider = [test(probs["white-box"][0][i], probs["white-box"][1][i], Protocol("paired-all", 50, 0.1, 0.01),
+                  seed=0)["p_value"] for i in range(len(res["rows"]))]
+    assert any(w != row["white-box"]["p_value"] for w, row in zip(wider, res["rows"]))  # the margin mattered
+
+
 def test_reference_is_held_out(smoke):
     root, res = smoke[0], smoke[3]
     assert res["protocol"]["name"] == "ours" and res["protocol"]["test"] == "paired-all"

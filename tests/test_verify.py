@@ -14,7 +14,12 @@ from ownership.verify import Protocol
 
 
 def test_protocol_follows_the_preset():
-    assert Protocol.from_preset(get_preset("fmnist")) == Protocol("paired-all", 50, 0.1, 0.01)
+    # fmnist's margin is per verdict column: the white-box column's own, smaller one
+    assert Protocol.from_preset(get_preset("fmnist"), column="white-box") == Protocol("paired-all", 50, 0.05, 0.01)
+    for column in ("black-box", "baseline"):
+        assert Protocol.from_preset(get_preset("fmnist"), column=column) == Protocol("paired-all", 50, 0.1, 0.01)
+    with pytest.raises(ValueError, match="per column"):
+        Protocol.from_preset(get_preset("fmnist"))  # which column's margin?
     assert Protocol.from_preset(get_preset("cifar10")) == Protocol("paired-all", 10, 0.0, 0.01)
     assert Protocol.from_preset(get_preset("fmnist"), "reference") == Protocol("reference", 10, None, 0.01)
     assert Protocol.from_preset(get_preset("fmnist"), m=7, tau=0.0) == Protocol("paired-all", 7, 0.0, 0.01)
@@ -23,17 +28,19 @@ def test_protocol_follows_the_preset():
         Protocol.from_preset(get_preset("fmnist"), "spread", tau=0.1)
     with pytest.raises(UserError, match="at least 2"):
         Protocol.from_preset(get_preset("fmnist"), m=1)
-    assert json.loads(jsonio.dumps(Protocol.from_preset(get_preset("smoke")).record()))["test"] == "paired-all"
+    assert json.loads(jsonio.dumps(Protocol.from_preset(get_preset("smoke"), column="black-box").record()))["test"] == \
+        "paired-all"
 
 
 def _args(**kw):
-    base = dict(dataset="fmnist", preset=None, m=None, tau=None, test=None, alpha=None)
+    base = dict(dataset="fmnist", preset=None, m=None, tau=None, test=None, alpha=None, access="white-box")
     return argparse.Namespace(**dict(base, **kw))
 
 
 def test_verification_script_takes_the_datasets_preset():
     f = ownership_verification.protocol_of
-    assert f(_args()) == Protocol.from_preset(PRESETS["fmnist"])
+    assert f(_args()) == Protocol.from_preset(PRESETS["fmnist"], column="white-box")
+    assert f(_args(access="black-box")).tau == 0.1 and f(_args(access="baseline")).tau == 0.1
     assert f(_args(dataset="cifar10")) == Protocol("paired-all", 10, 0.0, 0.01)
     assert f(_args(preset="smoke")).m == PRESETS["smoke"]["m"]
     assert f(_args(test="reference")).m == 10  # the reference code's 40 draws of 10
