@@ -102,10 +102,11 @@ def model_plan(preset, arch, model_dir, reference_protocol):
     return plan
 
 
-# `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on a 2-core AMD EPYC CPU with the
-# CPU to itself, fresh clones of commit 2d4c0b5 and its parent (docs/BENCHMARKS.md, "Per-stage times"); the
-# start-up line quotes them
-MEASURED_MINUTES = {("fmnist", "bf16"): 6.0, ("fmnist", "fp32"): 7.8}
+# `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on 2-core AMD EPYC CPUs with the
+# CPU to itself, per CPU kind: fresh clones of commit 2d4c0b5 and its parent (AVX512-BF16), of f08880e (AVX2
+# only) (docs/BENCHMARKS.md, "Per-stage times"); the start-up line quotes them
+MEASURED_MINUTES = {("fmnist", "bf16"): {"AVX512-BF16": 6.0},
+                    ("fmnist", "fp32"): {"AVX512-BF16, --amp none": 7.8, "AVX2 only": 11.7}}
 
 
 def float_path(device, amp):
@@ -126,7 +127,8 @@ def announce(args, device, workers, threads):
     this preset and path where there is one."""
     name, why = float_path(device, args.amp)
     minutes = MEASURED_MINUTES.get((args.preset, name)) if device.type == "cpu" and args.scale == 1 else None
-    when = (f"; from nothing about {minutes:.0f} min on a 2-core CPU, less for finished stages" if minutes
+    when = ("; from nothing about " + " or ".join(f"{v:.0f} min ({cpu})" for cpu, v in minutes.items())
+            + " on a 2-core CPU, less for finished stages" if minutes
             else "; no measured time for this preset and device (docs/BENCHMARKS.md)")
     print(f"reproduce.py: preset {args.preset}, seed {args.seed}; training in {name} ({why}); {workers} worker "
           f"process{'es' * (workers > 1)} of {threads} thread{'s' * (threads > 1)}{when}", flush=True)
