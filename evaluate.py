@@ -29,7 +29,7 @@ from ownership.checkpoints import atomic_write
 from ownership.constants import COLUMNS, BLACK_BOX, REPO
 from ownership.errors import UserError
 from ownership.training import amp_name
-from ownership.verify import Protocol, column_tau, detection_rate, test
+from ownership.verify import describe_tau, detection_rate, protocols_from_record, record_columns, test
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -101,10 +101,7 @@ def main(args):
     # one file per float path, classifier variant and seed range, so a study of other seeds never
     # overwrites this one's
     name = "validity-" + "-".join(variant + [f"seeds{args.first_seed}-{args.first_seed + args.seeds - 1}"])
-    fields = {f.name for f in dataclasses.fields(Protocol)}
-    record = runs[0][1]["protocol"]  # tau: one number, or one per column (reproduce.py)
-    protocols = {access: Protocol(**{k: column_tau(v, access) if k == "tau" else v for k, v in record.items()
-                                     if k in fields}) for access in COLUMNS}
+    protocols = protocols_from_record(runs[0][1]["protocol"])  # tau: one number, or one per column
     pool = runs[0][2][COLUMNS[0]][0].shape[1]
     ms = list(range(2, min(args.max_m, pool) + 1))
     grid = [(m, tau) for m in args.grid_m if m <= pool for tau in args.grid_tau]
@@ -141,7 +138,7 @@ def main(args):
     result = dict(preset=args.preset, seeds=[seed for seed, _, _ in runs], float_path=variant[0],
                   classifiers=classifier_quality(runs),
                   black_box=runs[0][1]["black_box"], label_only=runs[0][1]["label_only"],
-                  protocol=dict(protocols[COLUMNS[0]].record(), tau=record["tau"]), ms=ms,
+                  protocol=record_columns(protocols), ms=ms,
                   false_positive_rate={a: table[a]["independent"]["detected"] for a in COLUMNS if "independent" in modes},
                   false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in COLUMNS
                                                  if "independent" in modes},
@@ -179,7 +176,7 @@ def render(result):
     fmt_m = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
     lines = [f"# Validity on preset `{result['preset']}`, seeds {result['seeds']}, {result['float_path']} training, "
              f"{result['black_box']} black-box classifier" + (" (labels only)" if result["label_only"] else ""), "",
-             f"Test: {proto['description']}, m = {proto['m']}, tau = {reproduce.describe_tau(proto['tau'])}, "
+             f"Test: {proto['description']}, m = {proto['m']}, tau = {describe_tau(proto['tau'])}, "
              f"alpha = {proto['alpha']}. "
              "Detected: fraction of (seed, model) pairs with p < alpha (one draw of m images each, as a defender "
              "would run it). All draws: the same over every disjoint draw of m images from each seed's pool of "

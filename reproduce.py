@@ -35,7 +35,7 @@ from ownership.errors import UserError
 from ownership.manifest import Stages
 from ownership.presets import DATASETS, PAPER_WHITE_BOX
 from ownership.training import amp_name
-from ownership.verify import Protocol, Verifier
+from ownership.verify import Protocol, Verifier, describe_tau, record_columns
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -279,9 +279,7 @@ def main(args):
             path=rel(path), held_out_acc=ck.get("test_acc"), model_level=ck.get("model_level"),
             references=[rel(r) for r in refs[arch, access]],
             trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
-    taus = {c: p.tau for c, p in protocols.items()}  # one number where every column has the same
-    protocol = dict(name=args.protocol, **protocols[COLUMNS[0]].record())
-    protocol["tau"] = taus if len(set(taus.values())) > 1 else protocol["tau"]
+    protocol = dict(name=args.protocol, **record_columns(protocols))
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=protocol, black_box=black_box,
                   white_box=white_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
                   timings=st.timings)
@@ -303,11 +301,6 @@ def table(result):
             cells += [f"{r[a]['p_value']:.2e}", f"{r[a]['delta_mu']:.3f}", r[a]["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def describe_tau(tau):
-    """A results.json protocol's tau for a reader: one number, or 'white-box 0.05, black-box 0.1, ...'."""
-    return ", ".join(f"{c} {t}" for c, t in tau.items()) if isinstance(tau, dict) else str(tau)
 
 
 def load_probs(out):

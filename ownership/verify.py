@@ -12,7 +12,7 @@ import numpy as np
 
 from . import blackbox, gradients, metaclf, stats, training
 from .checkpoints import load_checkpoint, load_model
-from .constants import ALPHA, TESTS
+from .constants import ALPHA, COLUMNS, TESTS
 from .errors import UserError
 from .presets import DATASETS
 
@@ -68,6 +68,27 @@ def column_tau(tau, column):
     if column not in tau:
         raise ValueError(f"tau is given per column ({', '.join(tau)}); say which column, not {column!r}")
     return tau[column]
+
+
+def record_columns(protocols):
+    """{column: Protocol} (same test, m, alpha) as one JSON-ready record: Protocol.record() with `tau`
+    one number where every column has the same, else {column: tau} (results.json, validity-*.json)."""
+    taus = {c: p.tau for c, p in protocols.items()}
+    record = next(iter(protocols.values())).record()
+    record["tau"] = taus if len(set(taus.values())) > 1 else record["tau"]
+    return record
+
+
+def protocols_from_record(record):
+    """The inverse of record_columns: {column: Protocol} for every column of constants.COLUMNS."""
+    fields = {f.name for f in dataclasses.fields(Protocol)}
+    return {c: Protocol(**{k: column_tau(v, c) if k == "tau" else v for k, v in record.items() if k in fields})
+            for c in COLUMNS}
+
+
+def describe_tau(tau):
+    """A recorded tau for a reader: one number, or 'white-box 0.05, black-box 0.1, baseline 0.1'."""
+    return ", ".join(f"{c} {t}" for c, t in tau.items()) if isinstance(tau, dict) else str(tau)
 
 
 def test(p_s, refs, protocol, *, seed, images=None):

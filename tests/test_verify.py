@@ -32,6 +32,15 @@ def test_protocol_follows_the_preset():
         "paired-all"
 
 
+def test_protocol_record_round_trip():
+    """The per-column protocols survive results.json: one tau where the columns agree, a dict where not."""
+    for name, taus in (("fmnist", {"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}), ("cifar10", 0.0)):
+        protocols = {c: Protocol.from_preset(get_preset(name), column=c) for c in ("white-box", "black-box", "baseline")}
+        record = json.loads(jsonio.dumps(verify.record_columns(protocols)))
+        assert record["tau"] == taus and verify.protocols_from_record(record) == protocols
+    assert verify.describe_tau({"white-box": 0.05, "black-box": 0.1}) == "white-box 0.05, black-box 0.1"
+
+
 def _args(**kw):
     base = dict(dataset="fmnist", preset=None, m=None, tau=None, test=None, alpha=None, access="white-box")
     return argparse.Namespace(**dict(base, **kw))
