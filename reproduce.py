@@ -81,7 +81,8 @@ def get_parser():
 def model_plan(preset, arch, model_dir, reference_protocol):
     """The models of one architecture, by purpose, as {purpose: [(path, train_model.py flags)]}:
     pos/neg behind the meta-classifiers (the first of each, then other seeds -s1, -s2 ...), weak (extra
-    negatives of the black-box classifier: one epoch on the first n images, docs/VALIDITY.md) and refs
+    negatives of the black-box classifier: one epoch on the first n images, or for n = 0 no training at
+    all, docs/VALIDITY.md) and refs
     (the held-out benign references). The reference protocol has one of each and tests against the
     benign model its classifier saw."""
     n_v, n_b = (1, 1) if reference_protocol else (preset["clf_models"]["victims"], preset["clf_models"]["benigns"])
@@ -94,8 +95,8 @@ def model_plan(preset, arch, model_dir, reference_protocol):
         return plan
     for k, n in enumerate(preset["clf_models"]["weak"], 1):
         t = paths.weak_tag(k)
-        plan["weak"].append((paths.benign(model_dir, arch, t),
-                             ["--role", "benign", f"--tag={t}", "--images", str(n), "--epochs", "1"]))
+        budget = ["--images", str(n), "--epochs", "1"] if n else ["--epochs", "0"]  # 0: untrained, as initialised
+        plan["weak"].append((paths.benign(model_dir, arch, t), ["--role", "benign", f"--tag={t}"] + budget))
     for k in range(1, preset["references"] + 1):
         t = paths.reference_tag(k)
         plan["refs"].append((paths.benign(model_dir, arch, t), ["--role", "benign", f"--tag={t}"]))

@@ -5,6 +5,7 @@
     python train_model.py --role benign --tag=-ref           # a held-out benign reference (-ref2, -ref3 ...)
     python train_model.py --role benign --tag=-s1            # another seed and 75 % of the data (for train_clf)
     python train_model.py --role benign --tag=-weak1 --images 256 --epochs 1   # a weak benign model (for train_clf)
+    python train_model.py --role benign --tag=-weak3 --epochs 0   # an untrained one: as initialised (for train_clf)
     python train_model.py --role victim --arch wrn10-1       # the defender's pair in the attackers' arch
     python train_model.py --role independent --index 1 --arch wrn10-1   # never-seen data, own seed
 
@@ -34,7 +35,8 @@ def get_parser():
     p.add_argument("--arch", default=None, choices=list(MODELS), help="default: the dataset's victim architecture")
     p.add_argument("--tag", default="", help="suffix of the file name, e.g. -ref for the held-out reference")
     p.add_argument("--index", type=int, default=1, help="k of indep<k>-<arch>.pt for --role independent")
-    p.add_argument("--epochs", type=int, default=None, help="override the preset")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the preset; 0 saves the model as initialised (an untrained negative for train_clf)")
     g = p.add_argument_group("another recipe than the preset's (the validity study's harder negatives)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate")
     g.add_argument("--batch", type=int, default=None, help="batch size")
@@ -78,6 +80,8 @@ def main(args):
         if args.images < 1:
             raise UserError(f"--images {args.images}: give a positive number of images")
         images = images.subset(range(min(args.images, len(images))))
+    if args.epochs is not None and args.epochs < 0:
+        raise UserError(f"--epochs {args.epochs}: give 0 (untrained) or more")
     cfg = dict(preset["train"])
     if args.tag.startswith("-s") and args.role != "independent" and preset["clf_models"].get("subset_epochs"):
         cfg["epochs"] = preset["clf_models"]["subset_epochs"]  # about the full models' steps on 75 % of the data

@@ -83,7 +83,7 @@ PRESETS = {
         # two more negatives of the black-box classifiers, benign models trained for one epoch on the
         # first 256 and 512 images, so that weakness alone is not read as victim-like (docs/VALIDITY.md,
         # "Weak models"; in white-box they made the references look victim-like on seed 0)
-        clf_models=dict(victims=2, benigns=4, weak=[256, 512], subset_epochs=5), references=4,
+        clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0], subset_epochs=5), references=4,
         # subset_epochs: the other-seed models (-s<k>, 75 % of the part) take about the full models'
         # steps; at 4 epochs a wrn10-1 on 4,500 images reached 82.9 %, at 5 epochs 84.5 %
         # (docs/BENCHMARKS.md, "Training recipe")
