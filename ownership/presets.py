@@ -80,9 +80,11 @@ PRESETS = {
         clf=dict(epochs=20, lr=0.01, batch=128, hidden_cap=256),
         # per architecture: models behind each meta-classifier, and the held-out benign references of
         # the test; 4 benign models and 4 references chosen from the data in docs/VALIDITY.md; `weak`:
-        # two more negatives of the black-box classifiers, benign models trained for one epoch on the
-        # first 256 and 512 images, so that weakness alone is not read as victim-like (docs/VALIDITY.md,
-        # "Weak models"; in white-box they made the references look victim-like on seed 0)
+        # more negatives of the black-box classifiers, benign models trained for one epoch on the
+        # first n = 256 and 512 images, so that weakness alone is not read as victim-like (docs/VALIDITY.md,
+        # "Weak models"; in white-box they made the references look victim-like on seed 0), and for each
+        # n = 0 an untrained one, as initialised: an input-blind model's predictions do not move either
+        # (docs/VALIDITY.md, "Untrained models"; 4 chosen on seed 30, measured on held-out seeds 35-39)
         clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0], subset_epochs=5), references=4,
         # subset_epochs: the other-seed models (-s<k>, 75 % of the part) take about the full models'
         # steps; at 4 epochs a wrn10-1 on 4,500 images reached 82.9 %, at 5 epochs 84.5 %
@@ -129,7 +131,7 @@ PRESETS = {
         },
         independents=[("wrn16-1", 101), ("wrn28-10", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),      # 100 epochs, lr 0.01 [R]
-        clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
+        clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
         black_box="any-arch",  # as fmnist
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
@@ -150,7 +152,7 @@ PRESETS = {
         },
         independents=[("resnet18-imgnet", 101), ("resnet34-imgnet", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),
-        clf_models=dict(victims=2, benigns=4, weak=[256, 512]), references=4,   # as fmnist (docs/VALIDITY.md)
+        clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
         black_box="any-arch",  # as fmnist
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
@@ -188,7 +190,7 @@ PRESETS["smoke"] = _changed(
     PRESETS["fmnist"], split=dict(victim=1200, attacker=800, independent=600), styled_test=200, eval_test=500,
     style=dict(steps=20), train=dict(epochs=2), clf=dict(batch=64, hidden_cap=128),
     attacks={"fine-tune": dict(epochs=1), "zero-shot": dict(iterations=10, batch=64, lr_s=0.05)},
-    clf_models=dict(subset_epochs=None))
+    clf_models=dict(subset_epochs=None, weak=[256, 512, 0]))  # one untrained negative: the path, not the count
 
 
 def get_preset(name, scale=1.0):

@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import reproduce
 
 from ownership.constants import ACCESSES, COLUMNS, SUSPECT_MODES
+from ownership.presets import get_preset
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,11 @@ def test_reference_is_held_out(smoke):
         trained = c["trained_on"]["pos"] + c["trained_on"]["neg"]
         assert len(c["trained_on"]["pos"]) >= 2 * archs and len(c["trained_on"]["neg"]) >= 4 * archs
         weak = [t for t in c["trained_on"]["neg"] if "-weak" in os.path.basename(t)]
-        assert len(weak) == (4 if name == "black-box" else 0), (name, c["trained_on"]["neg"])  # black-box only
+        n_weak = len(get_preset("smoke")["clf_models"]["weak"]) * archs  # black-box only
+        assert len(weak) == (n_weak if name == "black-box" else 0), (name, c["trained_on"]["neg"])
+        for w, n in zip(sorted(weak), get_preset("smoke")["clf_models"]["weak"] * archs):
+            ck = torch.load(root / "work" / w, weights_only=True)  # n = 0: untrained, as initialised
+            assert ck["train"]["epochs"] == (1 if n else 0), (w, ck["train"])
         for ref in c["references"] + trained:  # every path relative to the work folder
             assert not os.path.isabs(ref) and os.path.exists(root / "work" / ref), ref
         for ref in c["references"]:
