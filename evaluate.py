@@ -13,7 +13,11 @@ every disjoint draw of m images, the median p and delta mu, the false-positive r
 models (the preset's, and its harder negatives: independent models trained with recipes the defender
 never used, reproduce.py --hard-negatives), the number of queried images m needed to reach p < alpha (sweep m = 2 ... --max-m on the
 first m images of a seeded order), and the rate over all draws on a grid of m and tau (--grid-m,
---grid-tau), recomputed from the saved probabilities with the run's test (no model is run).
+--grid-tau), recomputed from the saved probabilities with the run's test (no model is run), and the
+verdicts on --untrained freshly initialised models per architecture and seed (never trained: a model
+whose predictions do not depend on its input must not look stolen; docs/VALIDITY.md, "Untrained
+models"), verified like any suspect with the seed's classifiers and references (also with
+--aggregate-only: it runs no stage of the pipeline, only verification).
 """
 import dataclasses
 import json
@@ -22,14 +26,19 @@ import shutil
 
 import matplotlib
 import numpy as np
+import torch
+from tqdm import tqdm
 
 import reproduce
-from ownership import cli, jsonio
+from network import get_model
+from ownership import cli, jsonio, seeds
+from ownership.data import role_data
+from ownership.presets import DATASETS, get_preset
 from ownership.checkpoints import atomic_write
 from ownership.constants import COLUMNS, BLACK_BOX, REPO
 from ownership.errors import UserError
 from ownership.training import amp_name
-from ownership.verify import describe_tau, detection_rate, protocols_from_record, record_columns, test
+from ownership.verify import Verifier, describe_tau, detection_rate, protocols_from_record, record_columns, test
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -52,8 +61,12 @@ def get_parser():
     p.add_argument("--label-only", action="store_true",
                    help="black-box verdicts from top labels only (reproduce.py --label-only); reuses the seeds' models")
     cli.add_amp(p)
+    p.add_argument("--untrained", type=int, default=10,
+                   help="freshly initialised models per architecture and seed to verify, in every column (default 10; "
+                        "0: none)")
     p.add_argument("--aggregate-only", action="store_true",
-                   help="do not run anything: aggregate the seeds' existing results.json and probs.npz")
+                   help="do not run the pipeline: aggregate the seeds' existing results.json and probs.npz "
+                        "(the --untrained models are still verified)")
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -144,12 +157,50 @@ def main(args):
                                                  if "independent" in modes},
                   rows=table, accuracy={mode: float(np.median([r["clean_acc"] for _, res, _ in runs for r in res["rows"]
                                                                if r["mode"] == mode])) for mode in modes})
+    if args.untrained:
+        result["untrained"] = untrained_verdicts(args, out, variant, runs, protocols)
     jsonio.write(os.path.join(out, name + ".json"), result)
     md = render(result)
     atomic_write(os.path.join(out, name + ".md"), lambda tmp: open(tmp, "w").write(md))
     plot(result, os.path.join(out, name + ".png"))
     print(md)
     return result
+
+
+def untrained_verdicts(args, out, variant, runs, protocols):
+    """Verify args.untrained freshly initialised models per architecture and seed (initialisation seed
+    seeds.derive(seed, 'untrained', arch, k): none of them is a model the defender trained) with each
+    seed's classifiers and references, every column. Returns {column: {arch: dict(n, flagged, min_p,
+    max_delta_mu, p_values, delta_mu)}}: `flagged` counts p < alpha, a false positive."""
+    preset = get_preset(args.preset, args.scale)
+    d = DATASETS[preset["dataset"]]
+    device = cli.get_device(args.gpu)
+    found = {}
+    for seed, res, _ in tqdm(runs, desc="untrained models", unit="seed"):
+        work = os.path.join(out, f"seeds-{variant[0]}", str(seed))
+        data_dir = os.path.join(work, "data")
+        images = role_data(preset, data_dir, seed, "styled-test", preset["gamma"])
+        by_path = {}
+        for arch, by_access in res["classifiers"].items():
+            for column in COLUMNS:  # the baseline has no classifier: the white-box column's references
+                c = by_access.get(column) or by_access["white-box"]
+                clf = os.path.join(work, c["path"]) if column in by_access else None
+                key = (clf or arch, column)  # the any-arch black-box classifier serves every architecture
+                if key not in by_path:
+                    by_path[key] = Verifier(clf, [os.path.join(work, r) for r in c["references"]], images,
+                                                    preset["dataset"], device, protocols[column], seed=seed,
+                                                    data_dir=data_dir, label_only=res["label_only"] and column == "black-box")
+                for k in range(args.untrained):
+                    torch.manual_seed(seeds.derive(seed, "untrained", arch, k))
+                    r = by_path[key](get_model(arch, d["num_classes"], d["channels"]).to(device).eval())
+                    f = found.setdefault(column, {}).setdefault(arch, dict(p_values=[], delta_mu=[]))
+                    f["p_values"].append(r["p_value"])
+                    f["delta_mu"].append(r["delta_mu"])
+    for column, by_arch in found.items():
+        for f in by_arch.values():
+            f.update(n=len(f["p_values"]), flagged=int(sum(p < protocols[column].alpha for p in f["p_values"])),
+                     min_p=min(f["p_values"]), max_delta_mu=max(f["delta_mu"]))
+    return found
 
 
 def classifier_quality(runs):
@@ -194,7 +245,12 @@ def render(result):
         lines.append(f"| {mode} | {acc:.3f} | " + " | ".join(cells) + " |")
     fpr, fpr_all = result["false_positive_rate"], result["false_positive_rate_all_draws"]
     lines += ["", "False-positive rate on independent models: " + ", ".join(
-        f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + ".", "",
+        f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + "."]
+    if result.get("untrained"):
+        lines += ["", "Untrained (freshly initialised) models, flagged / verified (smallest p, largest Δμ): " + "; ".join(
+            f"{column} {arch} {u['flagged']}/{u['n']} ({u['min_p']:.2g}, {u['max_delta_mu']:.3f})"
+            for column, by_arch in result["untrained"].items() for arch, u in by_arch.items()) + "."]
+    lines += ["",
         "Per classifier, one value per seed: the model-level AUC (leave pair out; '—' where none) and "
         "the spread (max - min) of the held-out references' mean P(stolen).", "",
         "| column | arch | model-level AUC | reference spread |", "|---|---|---|---|"]

@@ -247,9 +247,11 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     seed_dir = tmp_path / f"seeds-{fp}" / "0"
     seed_dir.mkdir(parents=True)
     os.symlink(smoke[0] / "results", seed_dir / "results")
+    for folder in ("data", "model"):  # the untrained models are verified with the seed's classifiers
+        os.symlink(smoke[0] / "work" / folder, seed_dir / folder)
     r = evaluate.main(evaluate.get_parser().parse_args(
         ["--preset", "smoke", "--seeds", "1", "--aggregate-only", "--out", str(tmp_path), "--max-m", "20",
-         "--grid-m", "10", "50", "--grid-tau", "0", "0.1"]))
+         "--grid-m", "10", "50", "--grid-tau", "0", "0.1", "--untrained", "2"]))
     assert set(r["rows"]) == set(COLUMNS) and r["float_path"] == fp and r["protocol"]["m"] == 50
     rows = {row["mode"]: row for row in smoke[3]["rows"]}
     probs_of_seed = reproduce.load_probs(smoke[0] / "results")
@@ -266,9 +268,15 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
             means = probs_of_seed[access][1][rows_index[arch]].mean(1)
             assert q["reference_spread"] == [pytest.approx(means.max() - means.min())]
             assert (q["model_auc"][0] is None) == (access == "baseline")
+    for access in COLUMNS:  # 2 freshly initialised models per architecture, verified in every column
+        for arch in ("wrn16-1", "wrn10-1"):
+            u = r["untrained"][access][arch]
+            assert u["n"] == 2 and u["flagged"] == sum(p < 0.01 for p in u["p_values"])
+            assert u["min_p"] == min(u["p_values"]) and all(0 <= p <= 1 for p in u["p_values"])
     text = (tmp_path / f"validity-{fp}-seeds0-0.json").read_text()  # named by its seeds: never overwritten
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["seeds"] == [0]
-    assert (tmp_path / f"validity-{fp}-seeds0-0.md").read_text().startswith("# Validity on preset `smoke`")
+    md = (tmp_path / f"validity-{fp}-seeds0-0.md").read_text()
+    assert md.startswith("# Validity on preset `smoke`") and "Untrained (freshly initialised) models" in md
 
 
 @pytest.mark.slow  # trains two classifiers and reruns the verification stage
