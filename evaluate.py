@@ -61,12 +61,12 @@ def get_parser():
     p.add_argument("--label-only", action="store_true",
                    help="black-box verdicts from top labels only (reproduce.py --label-only); reuses the seeds' models")
     cli.add_amp(p)
-    p.add_argument("--untrained", type=int, default=10,
-                   help="freshly initialised models per architecture and seed to verify, in every column (default 10; "
-                        "0: none)")
+    p.add_argument("--untrained", type=int, default=None,
+                   help="freshly initialised models per architecture and seed to verify, in every column (default 10, "
+                        "0 with --aggregate-only; 0: none)")
     p.add_argument("--aggregate-only", action="store_true",
-                   help="do not run the pipeline: aggregate the seeds' existing results.json and probs.npz "
-                        "(the --untrained models are still verified)")
+                   help="do not run anything: aggregate the seeds' existing results.json and probs.npz (with "
+                        "--untrained K, verify those models too)")
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -107,6 +107,10 @@ def run_seeds(args, out, variant):
 
 
 def main(args):
+    if args.untrained is None:
+        args.untrained = 0 if args.aggregate_only else 10
+    if args.untrained < 0:
+        raise UserError(f"--untrained {args.untrained}: give 0 (none) or more models per architecture and seed")
     out = args.out or os.path.join(REPO, "results", args.preset)
     variant = [amp_name(cli.get_device(args.gpu), args.amp)] + [args.black_box] * (args.black_box is not None) \
         + ["labels"] * args.label_only
@@ -172,11 +176,11 @@ def untrained_verdicts(args, out, variant, runs, protocols):
     seeds.derive(seed, 'untrained', arch, k): none of them is a model the defender trained) with each
     seed's classifiers and references, every column. Returns {column: {arch: dict(n, flagged, min_p,
     max_delta_mu, p_values, delta_mu)}}: `flagged` counts p < alpha, a false positive."""
-    preset = get_preset(args.preset, args.scale)
-    d = DATASETS[preset["dataset"]]
     device = cli.get_device(args.gpu)
     found = {}
     for seed, res, _ in tqdm(runs, desc="untrained models", unit="seed"):
+        preset = get_preset(res["preset"], res["scale"])  # the seed's own images, as its run saw them
+        d = DATASETS[preset["dataset"]]
         work = os.path.join(out, f"seeds-{variant[0]}", str(seed))
         data_dir = os.path.join(work, "data")
         images = role_data(preset, data_dir, seed, "styled-test", preset["gamma"])
@@ -222,7 +226,8 @@ def classifier_quality(runs):
 
 
 def render(result):
-    """validity.json as markdown: the rates table, the false-positive line, the (m, tau) grid."""
+    """validity.json as markdown: the rates table, the false-positive lines (independent and, where
+    verified, untrained models), the classifiers' quality, the (m, tau) grid."""
     proto = result["protocol"]
     fmt_m = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
     lines = [f"# Validity on preset `{result['preset']}`, seeds {result['seeds']}, {result['float_path']} training, "

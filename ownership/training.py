@@ -134,6 +134,9 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
         if "global_rng" in st:  # dropout (WRN-28-10) draws from the global random state
             seeds.set_rng_state(st["global_rng"], device)
         step, first_epoch = st["step"], st["epoch"]
+        if first_epoch > epochs:  # another run's state (e.g. an untrained model's path once trained)
+            raise UserError(f"{state_path} holds epoch {first_epoch} of a longer run than these {epochs} epochs; "
+                            "delete it to train from the start")
     bar = tqdm(total=total, initial=step, desc=desc, leave=False, unit="step", disable=not dd.is_main())
     for epoch in range(first_epoch, epochs):
         model.train()

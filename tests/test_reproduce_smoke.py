@@ -82,8 +82,9 @@ def test_reference_is_held_out(smoke):
         weak = [t for t in c["trained_on"]["neg"] if "-weak" in os.path.basename(t)]
         n_weak = len(get_preset("smoke")["clf_models"]["weak"]) * archs  # black-box only
         assert len(weak) == (n_weak if name == "black-box" else 0), (name, c["trained_on"]["neg"])
-        for w, n in zip(sorted(weak), get_preset("smoke")["clf_models"]["weak"] * archs):
-            ck = torch.load(root / "work" / w, weights_only=True)  # n = 0: untrained, as initialised
+        for w in weak:  # benign-<arch>-weak<k>.pt: the k-th entry n of the preset's list; n = 0: untrained
+            n = get_preset("smoke")["clf_models"]["weak"][int(w.rsplit("-weak", 1)[1][:-3]) - 1]
+            ck = torch.load(root / "work" / w, weights_only=True)
             assert ck["train"]["epochs"] == (1 if n else 0), (w, ck["train"])
         for ref in c["references"] + trained:  # every path relative to the work folder
             assert not os.path.isabs(ref) and os.path.exists(root / "work" / ref), ref
