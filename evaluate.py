@@ -186,17 +186,21 @@ def untrained_verdicts(args, out, variant, runs, protocols):
         images = role_data(preset, data_dir, seed, "styled-test", preset["gamma"])
         by_path = {}
         for arch, by_access in res["classifiers"].items():
+            verifiers = {}
             for column in COLUMNS:  # the baseline has no classifier: the white-box column's references
                 c = by_access.get(column) or by_access["white-box"]
                 clf = os.path.join(work, c["path"]) if column in by_access else None
                 key = (clf or arch, column)  # the any-arch black-box classifier serves every architecture
                 if key not in by_path:
                     by_path[key] = Verifier(clf, [os.path.join(work, r) for r in c["references"]], images,
-                                                    preset["dataset"], device, protocols[column], seed=seed,
-                                                    data_dir=data_dir, label_only=res["label_only"] and column == "black-box")
-                for k in range(args.untrained):
-                    torch.manual_seed(seeds.derive(seed, "untrained", arch, k))
-                    r = by_path[key](get_model(arch, d["num_classes"], d["channels"]).to(device).eval())
+                                            preset["dataset"], device, protocols[column], seed=seed, data_dir=data_dir,
+                                            label_only=res["label_only"] and column == "black-box")
+                verifiers[column] = by_path[key]
+            for k in range(args.untrained):  # each model built once, verified in every column
+                torch.manual_seed(seeds.derive(seed, "untrained", arch, k))
+                model = get_model(arch, d["num_classes"], d["channels"]).to(device).eval()
+                for column, verify in verifiers.items():
+                    r = verify(model)
                     f = found.setdefault(column, {}).setdefault(arch, dict(p_values=[], delta_mu=[]))
                     f["p_values"].append(r["p_value"])
                     f["delta_mu"].append(r["delta_mu"])

@@ -195,8 +195,9 @@ def main(args):
     victim = files[va]["pos"][0]
     # the longest first, so that no worker is left alone with a long job at the end: the victim's
     # architecture, then the attackers', the weak and untrained models (a few hundred images, or none) last
-    cost = lambda argv: (any(a.startswith("--tag=-weak") for a in argv), argv[argv.index("--arch") + 1] != va)  # noqa: E731
-    train = [("train", path, train_model, argv, [styled]) for path, argv in sorted(models.items(), key=lambda j: cost(j[1]))]
+    weak = {path for arch in archs for path in files[arch]["weak"]}
+    cost = lambda path, argv: (path in weak, argv[argv.index("--arch") + 1] != va)  # noqa: E731
+    train = [("train", path, train_model, argv, [styled]) for path, argv in sorted(models.items(), key=lambda j: cost(*j))]
     assert train[0][1] == victim  # model_plan lists it first
 
     # the attacks (multi-stage fine-tunes the distillation student, and lists it among its inputs)
