@@ -38,7 +38,7 @@ from ownership.checkpoints import atomic_write
 from ownership.constants import COLUMNS, BLACK_BOX, REPO
 from ownership.errors import UserError
 from ownership.training import amp_name
-from ownership.verify import Verifier, describe_tau, detection_rate, protocols_from_record, record_columns, test
+from ownership.verify import Verifier, describe, detection_rate, protocols_from_record, record_columns, test
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -236,7 +236,7 @@ def render(result):
     fmt_m = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
     lines = [f"# Validity on preset `{result['preset']}`, seeds {result['seeds']}, {result['float_path']} training, "
              f"{result['black_box']} black-box classifier" + (" (labels only)" if result["label_only"] else ""), "",
-             f"Test: {proto['description']}, m = {proto['m']}, tau = {describe_tau(proto['tau'])}, "
+             f"Test: {proto['description']}, m = {describe(proto['m'])}, tau = {describe(proto['tau'])}, "
              f"alpha = {proto['alpha']}. "
              "Detected: fraction of (seed, model) pairs with p < alpha (one draw of m images each, as a defender "
              "would run it). All draws: the same over every disjoint draw of m images from each seed's pool of "

@@ -35,7 +35,7 @@ from ownership.errors import UserError
 from ownership.manifest import Stages
 from ownership.presets import DATASETS, PAPER_WHITE_BOX
 from ownership.training import amp_name
-from ownership.verify import Protocol, Verifier, describe_tau, record_columns
+from ownership.verify import Protocol, Verifier, describe, record_columns
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -318,7 +318,7 @@ def write_results(out, result, probs):
         tmp, **{f"{a}/{k}": np.stack(v) for a, parts in probs.items() for k, v in parts.items()}))
     proto = result["protocol"]
     md = (f"# Verification on preset `{result['preset']}` (seed {result['seed']}, protocol {proto['name']})\n\n"
-          f"Test: {proto['description']}, m = {proto['m']}, tau = {describe_tau(proto['tau'])}, alpha = {proto['alpha']}.\n\n"
+          f"Test: {proto['description']}, m = {describe(proto['m'])}, tau = {describe(proto['tau'])}, alpha = {proto['alpha']}.\n\n"
           + table(result) + "\n\nMeta-classifiers: "
           + "; ".join(f"{arch}/{a}: held-out image acc {c['held_out_acc']:.3f}, model-level AUC "
                       f"{c['model_level']['auc'] if c['model_level'] else None}, references {', '.join(c['references'])}"

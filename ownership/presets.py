@@ -95,8 +95,14 @@ PRESETS = {
         # column's stylised log-loss scatters benign models less (reference spread <= 0.07, independent
         # models' delta mu about 0) and its multi-stage students sit 0.14-0.21 above the references, which
         # tau = 0.1 left undecided; 0.05 chosen on seed 0 before seeds 30-34 measured it
-        # (docs/VALIDITY.md, "A margin per column")
-        m=50, tau={"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}, test="paired-all",
+        # (docs/VALIDITY.md, "A margin per column"). m is per verdict column too: the white-box column reads
+        # 100 images, since with the suspect's weights in hand an image costs nothing, while black-box and
+        # baseline images are queries to the suspect; the white-box misses were students 0.10-0.15 above the
+        # references at p = 0.01-0.09 with 50 images, and the harder negatives sit below tau; chosen on held-out
+        # seeds 30-39's results and seed 39's (fp32) grid before seeds 40-44 measured it
+        # (docs/VALIDITY.md, "Images per column")
+        m={"white-box": 100, "black-box": 50, "baseline": 50},
+        tau={"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}, test="paired-all",
         # the black-box column's classifier: any-arch (one over every architecture and all references, the
         # one a suspect behind an API gets; docs/API.md) or per-arch (one per architecture, its references).
         # any-arch on held-out seeds 20-22 (bf16): source, fine-tune, distillation and multi-stage 3/3, no
@@ -234,6 +240,7 @@ def get_preset(name, scale=1.0):
                 p["split"][k] = v * scale  # a fraction of the training set (imagenet)
             else:
                 p["split"][k] = s(v, floor=math.ceil(10 / p["gamma"]) if k == "victim" else 50)
-        p["styled_test"] = s(p["styled_test"], floor=p["m"])
+        m = p["m"].values() if isinstance(p["m"], dict) else [p["m"]]
+        p["styled_test"] = s(p["styled_test"], floor=max(m))
         p["eval_test"] = s(p["eval_test"], floor=100) if p.get("eval_test") else float(scale)
     return p

@@ -35,14 +35,14 @@ class Protocol:
     @classmethod
     def from_preset(cls, preset, test=None, m=None, tau=None, alpha=ALPHA, column=None):
         """The preset's protocol for the verdict column `column` (constants.COLUMNS: white-box, black-box,
-        baseline); `test`, `m`, `tau`, `alpha` override it (None: the preset's). The preset's tau is one
-        number, or one per column (column_tau). The reference protocol keeps its own m = 10 [R]. Raises
-        UserError for a tau given to a test without a margin, an unknown test, or m < 2."""
+        baseline); `test`, `m`, `tau`, `alpha` override it (None: the preset's). The preset's m and tau are
+        each one number, or one per column (per_column). The reference protocol keeps its own m = 10 [R].
+        Raises UserError for a tau given to a test without a margin, an unknown test, or m < 2."""
         test = test or preset["test"]
         if test not in TESTS:
             raise UserError(f"unknown test {test!r}; choose one of: {', '.join(TESTS)}")
         if m is None:
-            m = REFERENCE_M if test == "reference" else preset["m"]
+            m = REFERENCE_M if test == "reference" else per_column(preset["m"], column)
         if m < 2:
             raise UserError(f"--m {m}: the tests need at least 2 images")
         if test in NO_MARGIN:
@@ -51,7 +51,7 @@ class Protocol:
                                 f"--test paired-all")
             tau = None
         elif tau is None:
-            tau = column_tau(preset["tau"], column)
+            tau = per_column(preset["tau"], column)
         return cls(test, int(m), tau, alpha)
 
     def record(self):
@@ -59,36 +59,42 @@ class Protocol:
         return dict(dataclasses.asdict(self), description=TESTS[self.test])
 
 
-def column_tau(tau, column):
-    """The margin of verdict column `column` from a preset's (or a results.json protocol's) tau: one
-    number for every column, or a dict {column: tau} (fmnist: the white-box column's own, smaller one,
+PER_COLUMN = ("m", "tau")  # the protocol values a preset (and a record) may give per verdict column
+
+
+def per_column(value, column):
+    """The value of verdict column `column` from a preset's (or a results.json protocol's) m or tau: one
+    number for every column, or a dict {column: value} (fmnist: the white-box column's own m and tau,
     docs/PROTOCOL.md). Raises ValueError for a dict without that column."""
-    if not isinstance(tau, dict):
-        return tau
-    if column not in tau:
-        raise ValueError(f"tau is given per column ({', '.join(tau)}); say which column, not {column!r}")
-    return tau[column]
+    if not isinstance(value, dict):
+        return value
+    if column not in value:
+        raise ValueError(f"given per column ({', '.join(value)}); say which column, not {column!r}")
+    return value[column]
 
 
 def record_columns(protocols):
-    """{column: Protocol} (same test, m, alpha) as one JSON-ready record: Protocol.record() with `tau`
-    one number where every column has the same, else {column: tau} (results.json, validity-*.json)."""
-    taus = {c: p.tau for c, p in protocols.items()}
+    """{column: Protocol} (same test and alpha) as one JSON-ready record: Protocol.record() with `m` and
+    `tau` each one number where every column has the same, else {column: value} (results.json,
+    validity-*.json)."""
     record = next(iter(protocols.values())).record()
-    record["tau"] = taus if len(set(taus.values())) > 1 else record["tau"]
+    for key in PER_COLUMN:
+        values = {c: getattr(p, key) for c, p in protocols.items()}
+        if len(set(values.values())) > 1:
+            record[key] = values
     return record
 
 
 def protocols_from_record(record):
     """The inverse of record_columns: {column: Protocol} for every column of constants.COLUMNS."""
     fields = {f.name for f in dataclasses.fields(Protocol)}
-    return {c: Protocol(**{k: column_tau(v, c) if k == "tau" else v for k, v in record.items() if k in fields})
+    return {c: Protocol(**{k: per_column(v, c) if k in PER_COLUMN else v for k, v in record.items() if k in fields})
             for c in COLUMNS}
 
 
-def describe_tau(tau):
-    """A recorded tau for a reader: one number, or 'white-box 0.05, black-box 0.1, baseline 0.1'."""
-    return ", ".join(f"{c} {t}" for c, t in tau.items()) if isinstance(tau, dict) else str(tau)
+def describe(value):
+    """A recorded m or tau for a reader: one number, or e.g. 'white-box 0.05, black-box 0.1, baseline 0.1'."""
+    return ", ".join(f"{c} {v}" for c, v in value.items()) if isinstance(value, dict) else str(value)
 
 
 def test(p_s, refs, protocol, *, seed, images=None):

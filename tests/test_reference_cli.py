@@ -98,7 +98,7 @@ def test_reference_chain(repo, workdir):
         assert lines[0].startswith("result:  p-val: ") and " mu: " in lines[0]
         p, mu = float(lines[0].split()[2]), float(lines[0].split()[4])
         info = json.loads(lines[1])
-        assert info["p_value"] == p and info["delta_mu"] == mu and info["m"] == PRESETS["fmnist"]["m"]  # the preset default
+        assert info["p_value"] == p and info["delta_mu"] == mu and info["m"] == PRESETS["fmnist"]["m"]["white-box"]  # the preset's
         assert info["references"][0].endswith("benign-wrn10-1-ref.pt")  # the held-out reference by default
         assert info["probabilities"] == f"{root}/prob/fmnist/suspect-{os.path.basename(suspect)}.npz"  # its own file
         probs = np.load(info["probabilities"])

@@ -51,21 +51,24 @@ def test_results_json(smoke):
 
 
 def test_each_column_uses_its_margin(smoke):
-    """The smoke preset (fmnist's protocol) gives the white-box column its own margin: each recorded p is
-    the test of the saved probabilities with that column's tau, and a black-box margin would change it."""
+    """The smoke preset (fmnist's protocol) gives the white-box column its own m and margin: each recorded p
+    is the test of the saved probabilities with that column's m and tau, and the black-box ones would
+    change it."""
     from ownership.presets import PRESETS
-    from ownership.verify import Protocol, column_tau, test
+    from ownership.verify import Protocol, per_column, test
     root, res = smoke[0], smoke[3]
     assert res["protocol"]["tau"] == PRESETS["smoke"]["tau"] == {"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}
+    assert res["protocol"]["m"] == PRESETS["smoke"]["m"] == {"white-box": 100, "black-box": 50, "baseline": 50}
     probs = reproduce.load_probs(root / "results")
     for access in COLUMNS:
-        protocol = Protocol("paired-all", 50, column_tau(res["protocol"]["tau"], access), 0.01)
+        protocol = Protocol("paired-all", per_column(res["protocol"]["m"], access),
+                            per_column(res["protocol"]["tau"], access), 0.01)
         for i, row in enumerate(res["rows"]):
             assert test(probs[access][0][i], probs[access][1][i], protocol, seed=0)["p_value"] == \
                 pytest.approx(row[access]["p_value"], rel=1e-9, abs=1e-300), (access, row["mode"])
     wider = [test(probs["white-box"][0][i], probs["white-box"][1][i], Protocol("paired-all", 50, 0.1, 0.01),
                   seed=0)["p_value"] for i in range(len(res["rows"]))]
-    assert any(w != row["white-box"]["p_value"] for w, row in zip(wider, res["rows"]))  # the margin mattered
+    assert any(w != row["white-box"]["p_value"] for w, row in zip(wider, res["rows"]))  # m and margin mattered
 
 
 def test_reference_is_held_out(smoke):
@@ -253,7 +256,7 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     r = evaluate.main(evaluate.get_parser().parse_args(
         ["--preset", "smoke", "--seeds", "1", "--aggregate-only", "--out", str(tmp_path), "--max-m", "20",
          "--grid-m", "10", "50", "--grid-tau", "0", "0.1", "--untrained", "2"]))
-    assert set(r["rows"]) == set(COLUMNS) and r["float_path"] == fp and r["protocol"]["m"] == 50
+    assert set(r["rows"]) == set(COLUMNS) and r["float_path"] == fp and r["protocol"]["m"]["black-box"] == 50
     rows = {row["mode"]: row for row in smoke[3]["rows"]}
     probs_of_seed = reproduce.load_probs(smoke[0] / "results")
     rows_index = {arch: next(k for k, row in enumerate(smoke[3]["rows"]) if row["arch"] == arch)

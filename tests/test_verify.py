@@ -14,18 +14,18 @@ from ownership.verify import Protocol
 
 
 def test_protocol_follows_the_preset():
-    # fmnist's margin is per verdict column: the white-box column's own, smaller one
-    assert Protocol.from_preset(get_preset("fmnist"), column="white-box") == Protocol("paired-all", 50, 0.05, 0.01)
+    # fmnist's m and margin are per verdict column: the white-box column's own, more images, smaller margin
+    assert Protocol.from_preset(get_preset("fmnist"), column="white-box") == Protocol("paired-all", 100, 0.05, 0.01)
     for column in ("black-box", "baseline"):
         assert Protocol.from_preset(get_preset("fmnist"), column=column) == Protocol("paired-all", 50, 0.1, 0.01)
     with pytest.raises(ValueError, match="per column"):
-        Protocol.from_preset(get_preset("fmnist"))  # which column's margin?
+        Protocol.from_preset(get_preset("fmnist"))  # which column's m and margin?
     assert Protocol.from_preset(get_preset("cifar10")) == Protocol("paired-all", 10, 0.0, 0.01)
     assert Protocol.from_preset(get_preset("fmnist"), "reference") == Protocol("reference", 10, None, 0.01)
     assert Protocol.from_preset(get_preset("fmnist"), m=7, tau=0.0) == Protocol("paired-all", 7, 0.0, 0.01)
-    assert Protocol.from_preset(get_preset("fmnist"), "spread").tau is None
+    assert Protocol.from_preset(get_preset("fmnist"), "spread", column="black-box") == Protocol("spread", 50, None, 0.01)
     with pytest.raises(UserError, match="has no margin"):
-        Protocol.from_preset(get_preset("fmnist"), "spread", tau=0.1)
+        Protocol.from_preset(get_preset("fmnist"), "spread", tau=0.1, column="white-box")
     with pytest.raises(UserError, match="at least 2"):
         Protocol.from_preset(get_preset("fmnist"), m=1)
     assert json.loads(jsonio.dumps(Protocol.from_preset(get_preset("smoke"), column="black-box").record()))["test"] == \
@@ -33,12 +33,17 @@ def test_protocol_follows_the_preset():
 
 
 def test_protocol_record_round_trip():
-    """The per-column protocols survive results.json: one tau where the columns agree, a dict where not."""
-    for name, taus in (("fmnist", {"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}), ("cifar10", 0.0)):
+    """The per-column protocols survive results.json: one m and one tau where the columns agree, a dict
+    where not."""
+    for name, ms, taus in (("fmnist", {"white-box": 100, "black-box": 50, "baseline": 50},
+                            {"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}), ("cifar10", 10, 0.0)):
         protocols = {c: Protocol.from_preset(get_preset(name), column=c) for c in ("white-box", "black-box", "baseline")}
         record = json.loads(jsonio.dumps(verify.record_columns(protocols)))
-        assert record["tau"] == taus and verify.protocols_from_record(record) == protocols
-    assert verify.describe_tau({"white-box": 0.05, "black-box": 0.1}) == "white-box 0.05, black-box 0.1"
+        assert record["m"] == ms and record["tau"] == taus and verify.protocols_from_record(record) == protocols
+    assert verify.describe({"white-box": 0.05, "black-box": 0.1}) == "white-box 0.05, black-box 0.1"
+    assert verify.describe(50) == "50"
+    with pytest.raises(ValueError, match="per column"):
+        verify.per_column({"white-box": 100}, "black-box")
 
 
 def _args(**kw):
@@ -51,7 +56,8 @@ def test_verification_script_takes_the_datasets_preset():
     assert f(_args()) == Protocol.from_preset(PRESETS["fmnist"], column="white-box")
     assert f(_args(access="black-box")).tau == 0.1 and f(_args(access="baseline")).tau == 0.1
     assert f(_args(dataset="cifar10")) == Protocol("paired-all", 10, 0.0, 0.01)
-    assert f(_args(preset="smoke")).m == PRESETS["smoke"]["m"]
+    assert f(_args()).m == 100 and f(_args(access="black-box")).m == f(_args(access="baseline")).m == 50
+    assert f(_args(preset="smoke")).m == PRESETS["smoke"]["m"]["white-box"]
     assert f(_args(test="reference")).m == 10  # the reference code's 40 draws of 10
     assert f(_args(m=7, tau=0.0, alpha=0.05)) == Protocol("paired-all", 7, 0.0, 0.05)
 
