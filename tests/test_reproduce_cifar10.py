@@ -49,7 +49,8 @@ def test_get_preset_scale():
     assert (p["attacks"]["zero-shot"]["iterations"], p["attacks"]["zero-shot"]["batch"]) == (800, 13)
     tiny = get_preset("smoke", 0.001)  # the floors
     assert tiny["split"] == {"victim": 100, "attacker": 50, "independent": 50}
-    assert (tiny["styled_test"], tiny["eval_test"], tiny["attacks"]["zero-shot"]["batch"]) == (tiny["m"], 100, 8)
+    assert tiny["m"]["white-box"] == 100  # the floor of the stylised test pool: the largest column's m
+    assert (tiny["styled_test"], tiny["eval_test"], tiny["attacks"]["zero-shot"]["batch"]) == (100, 100, 8)
     assert get_preset("imagenet", 0.5)["split"] == {"victim": 0.3, "attacker": 0.15, "independent": 0.05}
     assert get_preset("fmnist", 2)["split"] == PRESETS["fmnist"]["split"]  # more data than there is: no
     with pytest.raises(UserError):
