@@ -98,9 +98,10 @@ PRESETS = {
         # (docs/VALIDITY.md, "A margin per column"). m is per verdict column too: the white-box column reads
         # 100 images, since with the suspect's weights in hand an image costs nothing, while black-box and
         # baseline images are queries to the suspect; the white-box misses were students 0.10-0.15 above the
-        # references at p = 0.01-0.09 with 50 images, and the harder negatives sit below tau; chosen on held-out
-        # seeds 30-39's results and seed 39's (fp32) grid before seeds 40-44 measured it
-        # (docs/VALIDITY.md, "Images per column")
+        # references at p = 0.01-0.09 with 50 images, and benign models less than tau above only get safer; chosen on
+        # held-out seeds 30-39's results and seed 39's (fp32) grid before seeds 40-44 measured it (fp32: every
+        # carrier but zero-shot 5/5, no independent flagged; bf16 not measured) (docs/VALIDITY.md,
+        # "Images per column", "Held-out seeds 40-44")
         m={"white-box": 100, "black-box": 50, "baseline": 50},
         tau={"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}, test="paired-all",
         # the black-box column's classifier: any-arch (one over every architecture and all references, the
