@@ -60,7 +60,9 @@ def get_parser():
                    help="paired-all: the paper's one-sided paired t-test against every reference, the largest p; "
                         "paper: against the first only; spread: the suspect's mean against the references' means "
                         "(needs 3 or more); reference: the reference code's protocol (m = 10) (default: the preset's)")
-    p.add_argument("--m", type=int, default=None, help="number of stylised images per test (default: the preset's for the access; fmnist: 100 white-box, 50 black-box)")
+    p.add_argument("--m", type=int, default=None,
+                   help="number of stylised images per test (default: the preset's for --access: fmnist white-box "
+                        "100, black-box 50; cifar10 and imagenet 10)")
     p.add_argument("--tau", type=float, default=None,
                    help="margin of the paired tests (default: the preset's for --access: fmnist white-box 0.05, "
                         "black-box and baseline 0.1; cifar10 and imagenet 0)")

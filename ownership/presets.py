@@ -14,6 +14,7 @@ for that dataset unless --preset says otherwise.
 import copy
 import math
 
+from .constants import COLUMNS
 from .errors import UserError
 
 DATASETS = {
@@ -45,6 +46,20 @@ _FMNIST = dict(augment=False, label_smoothing=0.1, schedule="onecycle")
 # the paper's white-box features, signs of reduced weight gradients [P], on images with the training
 # transform [R] (constants.WHITE_BOX); also what --protocol reference uses
 PAPER_WHITE_BOX = dict(feature="weight-signs", augment=True)
+
+PER_COLUMN = ("m", "tau")  # the protocol values a preset (and a results.json record) may give per verdict column
+
+
+def per_column(value, column):
+    """The value of verdict column `column` from a preset's (or a results.json protocol's) m or tau: one
+    number for every column, or a dict {column: value} (fmnist: the white-box column's own m and tau,
+    docs/PROTOCOL.md). Raises ValueError for a dict without that column."""
+    if not isinstance(value, dict):
+        return value
+    if column not in value:
+        raise ValueError(f"given per column ({', '.join(value)}); say which column, not {column!r}")
+    return value[column]
+
 
 PRESETS = {
     # Embedded default: Fashion-MNIST on a 2-core CPU in minutes.
@@ -97,11 +112,11 @@ PRESETS = {
         # tau = 0.1 left undecided; 0.05 chosen on seed 0 before seeds 30-34 measured it
         # (docs/VALIDITY.md, "A margin per column"). m is per verdict column too: the white-box column reads
         # 100 images, since with the suspect's weights in hand an image costs nothing, while black-box and
-        # baseline images are queries to the suspect; the white-box misses were students 0.10-0.15 above the
-        # references at p = 0.01-0.09 with 50 images, and benign models less than tau above only get safer; chosen on
-        # held-out seeds 30-39's results and seed 39's (fp32) grid before seeds 40-44 measured it (fp32: every
-        # carrier but zero-shot 5/5, no independent flagged; bf16 not measured) (docs/VALIDITY.md,
-        # "Images per column", "Held-out seeds 40-44")
+        # baseline images are queries to the suspect. The white-box misses were students 0.10-0.15 above the
+        # references at p = 0.01-0.09 with 50 images; benign models less than tau above only get safer.
+        # Chosen on seeds 30-39 before seeds 40-44 measured it (fp32: white-box caught source, fine-tune,
+        # distillation and multi-stage 5/5, no independent flagged; bf16 not measured)
+        # (docs/VALIDITY.md, "Images per column", "Held-out seeds 40-44")
         m={"white-box": 100, "black-box": 50, "baseline": 50},
         tau={"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}, test="paired-all",
         # the black-box column's classifier: any-arch (one over every architecture and all references, the
@@ -241,7 +256,6 @@ def get_preset(name, scale=1.0):
                 p["split"][k] = v * scale  # a fraction of the training set (imagenet)
             else:
                 p["split"][k] = s(v, floor=math.ceil(10 / p["gamma"]) if k == "victim" else 50)
-        m = p["m"].values() if isinstance(p["m"], dict) else [p["m"]]
-        p["styled_test"] = s(p["styled_test"], floor=max(m))
+        p["styled_test"] = s(p["styled_test"], floor=max(per_column(p["m"], c) for c in COLUMNS))
         p["eval_test"] = s(p["eval_test"], floor=100) if p.get("eval_test") else float(scale)
     return p

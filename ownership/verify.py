@@ -14,7 +14,7 @@ from . import blackbox, gradients, metaclf, stats, training
 from .checkpoints import load_checkpoint, load_model
 from .constants import ALPHA, COLUMNS, TESTS
 from .errors import UserError
-from .presets import DATASETS
+from .presets import DATASETS, PER_COLUMN, per_column
 
 REFERENCE_M = 10      # the reference code draws 10 images per test [R]; its protocol keeps it
 MIN_REFS = {"spread": 3}
@@ -57,20 +57,6 @@ class Protocol:
     def record(self):
         """The protocol as a JSON-ready dict, with the test's description."""
         return dict(dataclasses.asdict(self), description=TESTS[self.test])
-
-
-PER_COLUMN = ("m", "tau")  # the protocol values a preset (and a record) may give per verdict column
-
-
-def per_column(value, column):
-    """The value of verdict column `column` from a preset's (or a results.json protocol's) m or tau: one
-    number for every column, or a dict {column: value} (fmnist: the white-box column's own m and tau,
-    docs/PROTOCOL.md). Raises ValueError for a dict without that column."""
-    if not isinstance(value, dict):
-        return value
-    if column not in value:
-        raise ValueError(f"given per column ({', '.join(value)}); say which column, not {column!r}")
-    return value[column]
 
 
 def record_columns(protocols):
