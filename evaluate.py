@@ -35,7 +35,7 @@ from ownership import cli, jsonio, seeds
 from ownership.data import role_data
 from ownership.presets import DATASETS, get_preset
 from ownership.checkpoints import atomic_write
-from ownership.constants import COLUMNS, BLACK_BOX, REPO
+from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO
 from ownership.errors import UserError
 from ownership.training import amp_name
 from ownership.verify import Verifier, describe, detection_rate, protocols_from_record, record_columns, test
@@ -58,6 +58,9 @@ def get_parser():
     p.add_argument("--black-box", default=None, choices=BLACK_BOX,
                    help="the black-box classifier (default: the preset's); another one reuses the seeds' models and "
                         "writes its own results")
+    p.add_argument("--black-box-feature", default=None, choices=BLACK_BOX_FEATURES,
+                   help="the black-box classifiers' features (default: the preset's); another one reuses the seeds' "
+                        "models and writes its own results")
     p.add_argument("--label-only", action="store_true",
                    help="black-box verdicts from top labels only (reproduce.py --label-only); reuses the seeds' models")
     cli.add_amp(p)
@@ -98,7 +101,8 @@ def run_seeds(args, out, variant):
             print(f"== seed {seed}")
             argv = ["--preset", args.preset, "--seed", str(seed), "--scale", str(args.scale), "--amp", args.amp,
                     "--workdir", work, "--out", results, "--hard-negatives"] + ["--gpu", str(args.gpu)] * (args.gpu is not None) \
-                + ["--black-box", args.black_box] * (args.black_box is not None) + ["--label-only"] * args.label_only
+                + ["--black-box", args.black_box] * (args.black_box is not None) + ["--label-only"] * args.label_only \
+                + ["--black-box-feature", args.black_box_feature] * (args.black_box_feature is not None)
             res = reproduce.main(reproduce.get_parser().parse_args(argv))
         runs.append((seed, res, reproduce.load_probs(results)))
     if not runs:
@@ -113,7 +117,7 @@ def main(args):
         raise UserError(f"--untrained {args.untrained}: give 0 (none) or more models per architecture and seed")
     out = args.out or os.path.join(REPO, "results", args.preset)
     variant = [amp_name(cli.get_device(args.gpu), args.amp)] + [args.black_box] * (args.black_box is not None) \
-        + ["labels"] * args.label_only
+        + [args.black_box_feature] * (args.black_box_feature is not None) + ["labels"] * args.label_only
     runs = run_seeds(args, out, variant)
     # one file per float path, classifier variant and seed range, so a study of other seeds never
     # overwrites this one's
@@ -154,7 +158,8 @@ def main(args):
                       for (m, tau), v in by_grid.items()])
     result = dict(preset=args.preset, seeds=[seed for seed, _, _ in runs], float_path=variant[0],
                   classifiers=classifier_quality(runs),
-                  black_box=runs[0][1]["black_box"], label_only=runs[0][1]["label_only"],
+                  black_box=runs[0][1]["black_box"],
+                  black_box_feature=runs[0][1].get("black_box_feature", "prediction-shift"), label_only=runs[0][1]["label_only"],
                   protocol=record_columns(protocols), ms=ms,
                   false_positive_rate={a: table[a]["independent"]["detected"] for a in COLUMNS if "independent" in modes},
                   false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in COLUMNS
@@ -235,7 +240,7 @@ def render(result):
     proto = result["protocol"]
     fmt_m = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
     lines = [f"# Validity on preset `{result['preset']}`, seeds {result['seeds']}, {result['float_path']} training, "
-             f"{result['black_box']} black-box classifier" + (" (labels only)" if result["label_only"] else ""), "",
+             f"{result['black_box']} black-box classifier on {result['black_box_feature']}" + (" (labels only)" if result["label_only"] else ""), "",
              f"Test: {proto['description']}, m = {describe(proto['m'])}, tau = {describe(proto['tau'])}, "
              f"alpha = {proto['alpha']}. "
              "Detected: fraction of (seed, model) pairs with p < alpha (one draw of m images each, as a defender "

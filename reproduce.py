@@ -29,7 +29,7 @@ import train_clf
 import train_model
 from ownership import cli, jsonio, paths
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import ACCESSES, ATTACK_MODES, BLACK_BOX, COLUMNS, REPO, TESTS
+from ownership.constants import ACCESSES, ATTACK_MODES, BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO, TESTS
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.manifest import Stages
@@ -61,6 +61,10 @@ def get_parser():
                    help="the black-box column's meta-classifier: any-arch (one over every architecture, all references: "
                         "what a suspect behind an API gets) or per-arch (one per architecture and its references, "
                         "trained only when asked) (default: the preset's)")
+    p.add_argument("--black-box-feature", default=None, choices=BLACK_BOX_FEATURES,
+                   help="the black-box classifiers' features: prediction-shift (MOVE) or shift-confidence (plus each "
+                        "model's confidence on the original image); one other than the preset's trains its own "
+                        "classifiers, model/clf/blackbox-<dataset>[-<type>]-<feature>.pt (default: the preset's)")
     p.add_argument("--label-only", action="store_true",
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
                         "gives them; the references likewise")
@@ -162,6 +166,7 @@ def main(args):
     # protocol's are per architecture, and the paper's weight signs with the training transform [R]
     black_box = "per-arch" if reference else args.black_box or preset["black_box"]
     white_box = PAPER_WHITE_BOX if reference else preset["white_box"]
+    black_box_feature = "prediction-shift" if reference else args.black_box_feature or preset["black_box_feature"]
     device = cli.get_device(args.gpu)
     cores = torch.get_num_threads()
     workers = args.workers or (1 if device.type == "cuda" else min(2, cores))
@@ -213,20 +218,22 @@ def main(args):
     # black-box classifier per architecture with --black-box per-arch
     c = preset["clf"]
     suffix = "-refprotocol.pt" if reference else ".pt"
+    bb_suffix = suffix if reference or black_box_feature == preset["black_box_feature"] else f"-{black_box_feature}.pt"
     gradient_jobs, clf_jobs = [], []
 
     def classifier(path, access, pos, negs, inputs, arch=None):
         clf_jobs.append(("clf", path, train_clf, common + [
             "--dataset", ds, "--access", access, "--pos", *pos, "--neg", *negs, "--mlp_epoch", str(c["epochs"]),
             "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out",
-            path] + ["--type", arch] * (arch is not None) + ["--feature", white_box["feature"]] * (access == "white-box"),
+            path] + ["--type", arch] * (arch is not None)
+            + ["--feature", white_box["feature"] if access == "white-box" else black_box_feature],
             pos + negs + [styled] + inputs))
         return path
 
     clfs = {}
     refs = {(arch, access): files[arch]["refs"] for arch in archs for access in ACCESSES}
     every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
-    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", suffix), "black-box", every("pos"),
+    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", bb_suffix), "black-box", every("pos"),
                           every("neg") + every("weak"), [])  # the longest classifier first
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
@@ -237,7 +244,7 @@ def main(args):
         clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", pos, neg,
                                              grads, arch)
         if black_box == "per-arch":
-            clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", suffix),
+            clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", bb_suffix),
                                                  "black-box", pos, neg + weak, [], arch)
     # the victim, then the attacks that need only it and take longest (zero-shot; distillation, which
     # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
@@ -283,7 +290,7 @@ def main(args):
             trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
     protocol = dict(name=args.protocol, **record_columns(protocols))
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=protocol, black_box=black_box,
-                  white_box=white_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
+                  black_box_feature=black_box_feature, white_box=white_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
                   timings=st.timings)
     write_results(out, result, probs)
     print(table(result))

@@ -11,7 +11,8 @@ and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt, and 
 the weak benign models benign-<type>-weak<k>.pt (never the held-out references benign-<type>-ref*.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 --access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
-are queried directly) and writes model/clf/blackbox-<dataset>-<type>.pt; without --type it trains one
+are queried directly; --feature prediction-shift, or shift-confidence, which adds each model's confidence on
+the original, the default of the dataset's preset) and writes model/clf/blackbox-<dataset>-<type>.pt; without --type it trains one
 classifier on the models of every architecture, model/clf/blackbox-<dataset>.pt, the one that verifies a
 suspect of any architecture behind an API (docs/API.md):
 
@@ -21,7 +22,7 @@ import os
 
 from network import MODELS
 from ownership import blackbox, cli, gradient_sets, jsonio, metaclf, paths
-from ownership.constants import ACCESSES, WHITE_BOX
+from ownership.constants import ACCESSES, BLACK_BOX_FEATURES, WHITE_BOX
 from ownership.errors import UserError
 from ownership.checkpoints import load_model, save_checkpoint
 from ownership.data import load_styled
@@ -45,9 +46,10 @@ def get_parser():
                         "benign-<type>-weak<k>.pt)")
     p.add_argument("--access", default="white-box", choices=ACCESSES,
                    help="white-box: the gradient sets of --feature; black-box: prediction shifts (MOVE)")
-    p.add_argument("--feature", default=None, choices=WHITE_BOX,
-                   help="white-box: which gradient sets (gradientset.py --feature) the classifier reads (default: "
-                        "the dataset's preset's, as gradientset.py)")
+    p.add_argument("--feature", default=None, choices=WHITE_BOX + BLACK_BOX_FEATURES,
+                   help="white-box: which gradient sets (gradientset.py --feature) the classifier reads, one of "
+                        f"{', '.join(WHITE_BOX)}; black-box: {' or '.join(BLACK_BOX_FEATURES)} (default: the dataset's "
+                        "preset's, as gradientset.py)")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
     p.add_argument("--l2", default="auto", choices=["auto", "on", "off"],
                    help="L2-normalise each feature vector before standardising (auto: on for gradient signs, as "
@@ -74,7 +76,11 @@ def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     pos, neg = default_models(args)
-    args.feature = args.feature or cli.white_box(args.dataset)["feature"]
+    kinds = {"white-box": WHITE_BOX, "black-box": BLACK_BOX_FEATURES}[args.access]
+    if args.feature is not None and args.feature not in kinds:
+        raise UserError(f"--feature {args.feature} is not a {args.access} feature; give one of {', '.join(kinds)}")
+    args.feature = args.feature or (cli.white_box(args.dataset)["feature"] if args.access == "white-box"
+                                    else cli.black_box_feature(args.dataset))
     folder = paths.styled_dir(args.data_dir, args.dataset, args.gamma)
     augment = set()  # white-box: whether the sets were made with the training transform (verify.py repeats it)
 
@@ -84,7 +90,8 @@ def main(args):
             if args.access == "black-box":
                 model, _ = load_model(m, args.model_type, d["num_classes"], d["channels"], device,
                                       made_by="python train_model.py")
-                out.append(blackbox.features(model, styled, clean_x, args.dataset, device, args.views, args.seed))
+                out.append(blackbox.features(model, styled, clean_x, args.dataset, device, args.views, args.seed,
+                                                 args.feature))
                 continue
             g = paths.gradient_set(args.grad_dir, m, folder, feature=args.feature)
             out.append(gradient_sets.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset} "
@@ -112,7 +119,7 @@ def main(args):
                                                                      neg=[os.path.abspath(m) for m in neg]), **fit)
     ck["model_level"] = metaclf.model_level_auc(pos_sets, neg_sets, device, **fit)
     ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind=args.access, views=args.views,
-              feature=args.feature if args.access == "white-box" else None, augment=augment.pop() if augment else None,
+              feature=args.feature, augment=augment.pop() if augment else None,
               args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
     out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type, args.access)
     save_checkpoint(out, ck)

@@ -4,7 +4,10 @@ the external feature. Needs only the model's softmax outputs, so it works on a s
 For each stylised image x' with original x, the feature vector is the concatenation over K views v_k
 of softmax(M(x)) - softmax(M(v_k(x'))), where v_0 is x' itself and v_1..v_{K-1} are seeded draws of
 the training transform (crop/flip or rotation/flip). A model that learned the style (the victim and
-models stolen from it) predicts x' like x; a benign model does not.
+models stolen from it) predicts x' like x; a benign model does not. With feature "shift-confidence"
+(constants.BLACK_BOX_FEATURES) one more column follows: max_c softmax(M(x))_c, the model's confidence on
+the original, since a model that predicts nothing (untrained: the same flat softmax for every input)
+shifts as little as the victim (docs/VALIDITY.md, "Confident shifts").
 
 Three steps, shared by the weights path (verify.py, train_clf.py) and the API path (ownership/api.py),
 so both see the same pixels and the same arithmetic:
@@ -17,6 +20,7 @@ Query order is image-major: for image i, row i*(K+1) is the original x_i, then v
 import torch
 import torch.nn.functional as F
 
+from .constants import BLACK_BOX_FEATURES
 from .data import augment, load_dataset
 from .errors import UserError
 from .training import INFER_BATCH, softmax
@@ -54,22 +58,35 @@ def model_probs(model, q, dataset, device, batch_size=INFER_BATCH):
     return p
 
 
-def features_from_probs(probs, views):
-    """float32 (N, views * num_classes) features from per-query probability vectors `probs`
+def features_from_probs(probs, views, feature):
+    """float32 (N, views * num_classes [+ 1]) features from per-query probability vectors `probs`
     (N * (views + 1), num_classes), in queries() order: row i is the concatenation over k of
-    probs[original i] - probs[v_k of image i]."""
+    probs[original i] - probs[v_k of image i] (feature "prediction-shift", MOVE), and for
+    "shift-confidence" then max_c probs[original i]_c. Raises ValueError on a shape that is not whole
+    images, or an unknown feature."""
+    if feature not in BLACK_BOX_FEATURES:
+        raise ValueError(f"unknown black-box feature {feature!r}; one of {', '.join(BLACK_BOX_FEATURES)}")
     p = torch.as_tensor(probs, dtype=torch.float32)
     if p.ndim != 2 or len(p) % (views + 1):
         raise ValueError(f"probabilities of shape {tuple(p.shape)} do not make whole images of {views + 1} queries")
     p = p.reshape(len(p) // (views + 1), views + 1, -1)
-    return (p[:, :1] - p[:, 1:]).reshape(len(p), -1).numpy()
+    f = (p[:, :1] - p[:, 1:]).reshape(len(p), -1)
+    if feature == "shift-confidence":
+        f = torch.cat([f, p[:, 0].amax(1, keepdim=True)], 1)
+    return f.numpy()
 
 
-def features(model, styled, clean_x, dataset, device, views=4, seed=0, batch_size=INFER_BATCH):
-    """(N, views * num_classes) float32 features of `model` on stylised images and their originals:
-    the model's softmax on queries() (the weights path), then features_from_probs."""
+def features(model, styled, clean_x, dataset, device, views, seed, feature, batch_size=INFER_BATCH):
+    """(N, views * num_classes [+ 1]) float32 features of `model` on stylised images and their
+    originals: the model's softmax on queries() (the weights path), then features_from_probs."""
     q = queries(styled, clean_x, dataset, views, seed)
-    return features_from_probs(model_probs(model, q, dataset, device, batch_size), views)
+    return features_from_probs(model_probs(model, q, dataset, device, batch_size), views, feature)
+
+
+def feature_of(clf):
+    """The black-box feature a meta-classifier checkpoint was trained on; classifiers saved before
+    there was a choice read prediction shifts only."""
+    return clf.get("feature") or "prediction-shift"
 
 
 def one_hot(labels, num_classes):

@@ -64,6 +64,12 @@ def white_box(dataset):
     return PRESETS[DATASETS[dataset]["preset"]]["white_box"]
 
 
+def black_box_feature(dataset):
+    """The black-box feature (constants.BLACK_BOX_FEATURES) of `dataset`'s own preset: the default of
+    train_clf.py --access black-box."""
+    return PRESETS[DATASETS[dataset]["preset"]]["black_box_feature"]
+
+
 def preset_of(args):
     """The preset that --preset and --scale ask for."""
     return get_preset(args.preset, args.scale)

@@ -125,6 +125,8 @@ PRESETS = {
         # independent flagged (per-arch: multi-stage 2/3), and reproduce.py trains 3 classifiers instead of 5
         # (docs/VALIDITY.md, "Any-architecture black-box classifier")
         black_box="any-arch",
+        # the black-box column's features (constants.BLACK_BOX_FEATURES): MOVE's prediction shifts
+        black_box_feature="prediction-shift",
         # the white-box column's features (constants.WHITE_BOX) and whether their images get the training
         # transform: the log-loss on the stylised image, without the transform. On seeds 20-22 (bf16) it
         # detected distillation 3/3 and multi-stage 2/3, no independent model and no zero-shot student,
@@ -156,6 +158,7 @@ PRESETS = {
         clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
         black_box="any-arch",  # as fmnist
+        black_box_feature="prediction-shift",  # MOVE's
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
     ),
     "imagenet": dict(
@@ -177,16 +180,17 @@ PRESETS = {
         clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0]), references=4,   # as fmnist (docs/VALIDITY.md)
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
         black_box="any-arch",  # as fmnist
+        black_box_feature="prediction-shift",  # MOVE's
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
     ),
 }
 
 
 # keys that only choose how a verdict is reached (the test, its m and tau, the black-box column's
-# classifier, the white-box column's features): no stage reads them (reproduce.py turns the last two into
-# the argv of the jobs that need them, which the manifest records per job), so changing one redoes no
-# model (ownership/manifest.py)
-VERIFICATION_KEYS = ("test", "m", "tau", "black_box", "white_box")
+# classifier and features, the white-box column's features): no stage reads them (reproduce.py turns the
+# last three into the argv of the jobs that need them, which the manifest records per job), so changing
+# one redoes no model (ownership/manifest.py)
+VERIFICATION_KEYS = ("test", "m", "tau", "black_box", "black_box_feature", "white_box")
 
 
 def stage_settings(preset):
