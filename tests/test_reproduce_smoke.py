@@ -10,7 +10,8 @@ import torch
 
 import reproduce
 
-from ownership.constants import ACCESSES, COLUMNS, SUSPECT_MODES
+from ownership.checkpoints import load_checkpoint
+from ownership.constants import ACCESSES, BLACK_BOX_FEATURES, COLUMNS, SUSPECT_MODES
 from ownership.presets import get_preset
 
 
@@ -298,5 +299,22 @@ def test_per_architecture_black_box_column(smoke, tmp_path):
     for arch, by_access in res["classifiers"].items():
         assert by_access["black-box"]["path"] == f"model/clf/blackbox-fmnist-{arch}.pt"
         assert len(by_access["black-box"]["references"]) == 4 and len(by_access["white-box"]["references"]) == 4
+    for a, b in zip(res["rows"], smoke[3]["rows"]):
+        assert a["white-box"] == b["white-box"] and a["baseline"] == b["baseline"]
+
+
+@pytest.mark.slow  # trains one classifier and reruns the verification stage
+def test_black_box_feature_variant(smoke, tmp_path):
+    """--black-box-feature other than the preset's: its own any-architecture classifier, trained on one
+    more column (the confidence on the original), no model retrained; the other columns do not change."""
+    other = next(f for f in BLACK_BOX_FEATURES if f != smoke[3]["black_box_feature"])
+    res = _rerun(smoke, tmp_path / "results", "--black-box-feature", other)
+    assert res["black_box_feature"] == other and set(res["timings"]) == {"clf", "verify", "total"}
+    path = f"model/clf/blackbox-fmnist-{other}.pt"
+    assert {by_access["black-box"]["path"] for by_access in res["classifiers"].values()} == {path}
+    ck = load_checkpoint(smoke[0] / "work" / path)
+    d = {"prediction-shift": 40, "shift-confidence": 41}
+    assert ck["feature"] == other and ck["d"] == d[other]
+    assert load_checkpoint(smoke[0] / "work" / "model/clf/blackbox-fmnist.pt")["d"] == d[smoke[3]["black_box_feature"]]
     for a, b in zip(res["rows"], smoke[3]["rows"]):
         assert a["white-box"] == b["white-box"] and a["baseline"] == b["baseline"]
