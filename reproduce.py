@@ -62,8 +62,8 @@ def get_parser():
                         "what a suspect behind an API gets) or per-arch (one per architecture and its references, "
                         "trained only when asked) (default: the preset's)")
     p.add_argument("--black-box-feature", default=None, choices=BLACK_BOX_FEATURES,
-                   help="the black-box classifiers' features: prediction-shift (MOVE) or shift-confidence (plus each "
-                        "model's confidence on the original image); one other than the preset's trains its own "
+                   help="the black-box classifiers' features: prediction-shift (MOVE) or shift-true-label (plus the "
+                        "probability each model gives the original's true label); one other than the preset's trains its own "
                         "classifiers, model/clf/blackbox-<dataset>[-<type>]-<feature>.pt (default: the preset's)")
     p.add_argument("--label-only", action="store_true",
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "

@@ -11,8 +11,8 @@ and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt, and 
 the weak benign models benign-<type>-weak<k>.pt (never the held-out references benign-<type>-ref*.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 --access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
-are queried directly; --feature prediction-shift, or shift-confidence, which adds each model's confidence on
-the original, the default of the dataset's preset) and writes model/clf/blackbox-<dataset>-<type>.pt; without --type it trains one
+are queried directly; --feature prediction-shift, or shift-true-label, which adds the probability each model gives
+the original's true label; default: the dataset's preset's) and writes model/clf/blackbox-<dataset>-<type>.pt; without --type it trains one
 classifier on the models of every architecture, model/clf/blackbox-<dataset>.pt, the one that verifies a
 suspect of any architecture behind an API (docs/API.md):
 

@@ -4,10 +4,11 @@ the external feature. Needs only the model's softmax outputs, so it works on a s
 For each stylised image x' with original x, the feature vector is the concatenation over K views v_k
 of softmax(M(x)) - softmax(M(v_k(x'))), where v_0 is x' itself and v_1..v_{K-1} are seeded draws of
 the training transform (crop/flip or rotation/flip). A model that learned the style (the victim and
-models stolen from it) predicts x' like x; a benign model does not. With feature "shift-confidence"
-(constants.BLACK_BOX_FEATURES) one more column follows: max_c softmax(M(x))_c, the model's confidence on
-the original, since a model that predicts nothing (untrained: the same flat softmax for every input)
-shifts as little as the victim (docs/VALIDITY.md, "Confident shifts").
+models stolen from it) predicts x' like x; a benign model does not. With feature "shift-true-label"
+(constants.BLACK_BOX_FEATURES) one more column follows: softmax(M(x))_y, the probability the model gives
+the original's true label y (the defender's own test label), since a model that does not solve the task
+shifts as little as the victim when it answers the same for every input (untrained: a flat softmax, or
+one class for everything; docs/VALIDITY.md, "Shifts of models that solve the task").
 
 Three steps, shared by the weights path (verify.py, train_clf.py) and the API path (ownership/api.py),
 so both see the same pixels and the same arithmetic:
@@ -58,12 +59,13 @@ def model_probs(model, q, dataset, device, batch_size=INFER_BATCH):
     return p
 
 
-def features_from_probs(probs, views, feature):
+def features_from_probs(probs, views, feature, labels):
     """float32 (N, views * num_classes [+ 1]) features from per-query probability vectors `probs`
     (N * (views + 1), num_classes), in queries() order: row i is the concatenation over k of
     probs[original i] - probs[v_k of image i] (feature "prediction-shift", MOVE), and for
-    "shift-confidence" then max_c probs[original i]_c. Raises ValueError on a shape that is not whole
-    images, or an unknown feature."""
+    "shift-true-label" then probs[original i][labels[i]], with `labels` the N images' true labels
+    (int, the stylised images keep their originals'). Raises ValueError on a shape that is not whole
+    images, labels that do not match, or an unknown feature."""
     if feature not in BLACK_BOX_FEATURES:
         raise ValueError(f"unknown black-box feature {feature!r}; one of {', '.join(BLACK_BOX_FEATURES)}")
     p = torch.as_tensor(probs, dtype=torch.float32)
@@ -71,16 +73,20 @@ def features_from_probs(probs, views, feature):
         raise ValueError(f"probabilities of shape {tuple(p.shape)} do not make whole images of {views + 1} queries")
     p = p.reshape(len(p) // (views + 1), views + 1, -1)
     f = (p[:, :1] - p[:, 1:]).reshape(len(p), -1)
-    if feature == "shift-confidence":
-        f = torch.cat([f, p[:, 0].amax(1, keepdim=True)], 1)
+    if feature == "shift-true-label":
+        y = torch.as_tensor(labels, dtype=torch.long)
+        if y.shape != (len(p),) or not ((0 <= y) & (y < p.shape[2])).all():
+            raise ValueError(f"labels of shape {tuple(y.shape)} are not one class index per image of {len(p)}")
+        f = torch.cat([f, p[:, 0].gather(1, y[:, None])], 1)
     return f.numpy()
 
 
 def features(model, styled, clean_x, dataset, device, views, seed, feature, batch_size=INFER_BATCH):
-    """(N, views * num_classes [+ 1]) float32 features of `model` on stylised images and their
-    originals: the model's softmax on queries() (the weights path), then features_from_probs."""
+    """(N, views * num_classes [+ 1]) float32 features of `model` on the stylised images `styled`
+    (an ImageSet, whose labels y are the originals') and their originals: the model's softmax on
+    queries() (the weights path), then features_from_probs."""
     q = queries(styled, clean_x, dataset, views, seed)
-    return features_from_probs(model_probs(model, q, dataset, device, batch_size), views, feature)
+    return features_from_probs(model_probs(model, q, dataset, device, batch_size), views, feature, styled.y)
 
 
 def feature_of(clf):

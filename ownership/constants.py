@@ -15,9 +15,10 @@ WHITE_BOX  the white-box features, per stylised image: weight-signs (the paper [
            the stylised image alone, no gradient; it did as well on models never seen, with no false
            positive: the fmnist default)
 BLACK_BOX_FEATURES  the black-box features, per stylised image: prediction-shift (MOVE: the softmax on
-           the original minus that on each stylised view) or shift-confidence (ours: the same plus the
-           model's top softmax probability on the original; a model that predicts nothing, e.g. untrained,
-           shifts as little as the victim but is not confident: docs/VALIDITY.md, "Confident shifts")
+           the original minus that on each stylised view) or shift-true-label (ours: the same plus the
+           model's softmax probability of the original's true label; a model that does not solve the
+           task, e.g. untrained, can shift as little as the victim but is not right: docs/VALIDITY.md,
+           "Shifts of models that solve the task")
 BLACK_BOX  the black-box meta-classifiers: per-arch (one per architecture) or any-arch (one over
            every architecture, for a suspect whose architecture is unknown, e.g. behind an API)
 TESTS      the hypothesis tests of ownership/stats.py, by name
@@ -34,7 +35,7 @@ MODES = SUSPECT_MODES + ("benign", "independent")     # what ownership_verificat
 ACCESSES = ("white-box", "black-box")
 COLUMNS = ACCESSES + ("baseline",)  # the verdicts of a results row: each access, and the baseline
 WHITE_BOX = ("weight-signs", "input-gradient", "stylised-loss")  # white-box features: the paper's, then ours
-BLACK_BOX_FEATURES = ("prediction-shift", "shift-confidence")  # black-box features: MOVE's, then ours
+BLACK_BOX_FEATURES = ("prediction-shift", "shift-true-label")  # black-box features: MOVE's, then ours
 BLACK_BOX = ("per-arch", "any-arch")  # which black-box meta-classifier: one per architecture, or one for all
 TESTS = {"paired-all": "paired one-sided t-test against each benign reference, largest p",
          "paper": "paired one-sided t-test against the first reference (paper)",

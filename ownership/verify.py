@@ -199,7 +199,8 @@ class Verifier:
 
     def from_answers(self, answers):
         """P(stolen) (N,) from a model's answers to `queries` (blackbox.queries order)."""
-        f = blackbox.features_from_probs(self.answered(answers), self.clf["views"], blackbox.feature_of(self.clf))
+        f = blackbox.features_from_probs(self.answered(answers), self.clf["views"], blackbox.feature_of(self.clf),
+                                         self.images.y)
         return _finite(metaclf.predict_proba(self.clf, f, self.device), self.clf)
 
     def __call__(self, model=None, answers=None):

@@ -1,4 +1,4 @@
-"""The black-box features by hand: prediction shifts (MOVE) and the confidence column."""
+"""The black-box features by hand: prediction shifts (MOVE) and the true-label column."""
 import numpy as np
 import pytest
 
@@ -13,39 +13,47 @@ def _probs():
 
 
 def test_prediction_shift_by_hand():
-    f = blackbox.features_from_probs(_probs(), 2, "prediction-shift")
+    f = blackbox.features_from_probs(_probs(), 2, "prediction-shift", None)
     expect = [[0.2, -0.1, -0.1, 0.1, 0.1, -0.2],
               [-0.1, -0.1, 0.2, 0.0, -0.4, 0.4]]
     assert f.shape == (2, 6) and f.dtype == np.float32
     np.testing.assert_allclose(f, expect, atol=1e-6)
 
 
-def test_shift_confidence_adds_the_top_probability_on_the_original():
-    shift = blackbox.features_from_probs(_probs(), 2, "prediction-shift")
-    f = blackbox.features_from_probs(_probs(), 2, "shift-confidence")
+def test_shift_true_label_adds_the_probability_of_the_true_label_on_the_original():
+    shift = blackbox.features_from_probs(_probs(), 2, "prediction-shift", None)
+    f = blackbox.features_from_probs(_probs(), 2, "shift-true-label", np.array([0, 1]))
     assert f.shape == (2, 7)
     np.testing.assert_array_equal(f[:, :6], shift)
-    np.testing.assert_allclose(f[:, 6], [0.7, 0.8], atol=1e-6)
+    np.testing.assert_allclose(f[:, 6], [0.7, 0.1], atol=1e-6)  # image 1's original says class 2, the label is 1
 
 
-def test_an_input_blind_model_shifts_nothing_and_is_not_confident():
-    """What "shift-confidence" is for: the same flat softmax for every query (an untrained model) gives
-    the zero shifts of a perfectly style-invariant model, and only the last column tells them apart."""
-    flat = np.tile(np.array([[0.12, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.08]], np.float32), (10, 1))
-    f = blackbox.features_from_probs(flat, 4, "shift-confidence")
-    assert f.shape == (2, 41)
+@pytest.mark.parametrize("answer", ["flat", "one class"])
+def test_an_input_blind_model_shifts_nothing_and_is_rarely_right(answer):
+    """What "shift-true-label" is for: the same answer for every query (an untrained model: a flat
+    softmax, or with eval-mode batch norm often one class for everything) gives the zero shifts of a
+    perfectly style-invariant model; only the last column tells it from a victim, which is right."""
+    row = np.full(10, 0.1, np.float32) if answer == "flat" else np.eye(10, dtype=np.float32)[3]
+    labels = np.arange(10)
+    f = blackbox.features_from_probs(np.tile(row, (10 * 5, 1)), 4, "shift-true-label", labels)
+    assert f.shape == (10, 41)
     np.testing.assert_array_equal(f[:, :40], 0)
-    np.testing.assert_allclose(f[:, 40], 0.12, atol=1e-7)
+    np.testing.assert_allclose(f[:, 40], row[labels], atol=1e-7)
+    assert f[:, 40].mean() == pytest.approx(0.1)  # right as often as chance
 
 
 def test_errors():
     with pytest.raises(ValueError, match="unknown black-box feature"):
-        blackbox.features_from_probs(_probs(), 2, "shifts")
+        blackbox.features_from_probs(_probs(), 2, "shifts", None)
     with pytest.raises(ValueError, match="whole images of 4 queries"):
-        blackbox.features_from_probs(_probs(), 3, "prediction-shift")
+        blackbox.features_from_probs(_probs(), 3, "prediction-shift", None)
+    with pytest.raises(ValueError, match="not one class index per image of 2"):
+        blackbox.features_from_probs(_probs(), 2, "shift-true-label", np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="not one class index per image"):
+        blackbox.features_from_probs(_probs(), 2, "shift-true-label", np.array([0, 3]))
 
 
 def test_classifiers_saved_before_the_choice_read_prediction_shifts():
     assert blackbox.feature_of({"kind": "black-box", "feature": None}) == "prediction-shift"
     assert blackbox.feature_of({"kind": "black-box"}) == "prediction-shift"
-    assert blackbox.feature_of({"kind": "black-box", "feature": "shift-confidence"}) == "shift-confidence"
+    assert blackbox.feature_of({"kind": "black-box", "feature": "shift-true-label"}) == "shift-true-label"

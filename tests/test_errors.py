@@ -103,8 +103,8 @@ def test_missing_files_name_the_command(w, repo):
           "/nope/clf.pt", "train_clf.py")
     fails(call("train_clf.py", "--type=wrn10-1", *w["dirs"]), "g_l.npy", "gradientset.py")  # fmnist's features
     fails(call("train_clf.py", "--access=black-box", "--feature=stylised-loss", *w["dirs"]),
-          "--feature stylised-loss is not a black-box feature", "prediction-shift, shift-confidence")
-    fails(call("train_clf.py", "--type=wrn10-1", "--feature=shift-confidence", *w["dirs"]),
+          "--feature stylised-loss is not a black-box feature", "prediction-shift, shift-true-label")
+    fails(call("train_clf.py", "--type=wrn10-1", "--feature=shift-true-label", *w["dirs"]),
           "not a white-box feature", "stylised-loss")
     fails(call("gradientset.py", f"--m={w['good']}", f"--data-dir={w['root']}/empty"), "embed_features.py")
     fails(call("ownership_verification.py", "--mode=distillation", *w["dirs"]), "reproduce.py")

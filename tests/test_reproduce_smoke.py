@@ -306,14 +306,14 @@ def test_per_architecture_black_box_column(smoke, tmp_path):
 @pytest.mark.slow  # trains one classifier and reruns the verification stage
 def test_black_box_feature_variant(smoke, tmp_path):
     """--black-box-feature other than the preset's: its own any-architecture classifier, trained on one
-    more column (the confidence on the original), no model retrained; the other columns do not change."""
+    more column (the probability of the original's true label), no model retrained; the other columns do not change."""
     other = next(f for f in BLACK_BOX_FEATURES if f != smoke[3]["black_box_feature"])
     res = _rerun(smoke, tmp_path / "results", "--black-box-feature", other)
     assert res["black_box_feature"] == other and set(res["timings"]) == {"clf", "verify", "total"}
     path = f"model/clf/blackbox-fmnist-{other}.pt"
     assert {by_access["black-box"]["path"] for by_access in res["classifiers"].values()} == {path}
     ck = load_checkpoint(smoke[0] / "work" / path)
-    d = {"prediction-shift": 40, "shift-confidence": 41}
+    d = {"prediction-shift": 40, "shift-true-label": 41}
     assert ck["feature"] == other and ck["d"] == d[other]
     assert load_checkpoint(smoke[0] / "work" / "model/clf/blackbox-fmnist.pt")["d"] == d[smoke[3]["black_box_feature"]]
     for a, b in zip(res["rows"], smoke[3]["rows"]):
