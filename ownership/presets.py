@@ -125,8 +125,12 @@ PRESETS = {
         # independent flagged (per-arch: multi-stage 2/3), and reproduce.py trains 3 classifiers instead of 5
         # (docs/VALIDITY.md, "Any-architecture black-box classifier")
         black_box="any-arch",
-        # the black-box column's features (constants.BLACK_BOX_FEATURES): MOVE's prediction shifts
-        black_box_feature="prediction-shift",
+        # the black-box column's features (constants.BLACK_BOX_FEATURES): MOVE's prediction shifts plus the
+        # probability of the original's true label, since a model that answers the same for every input
+        # (untrained) shifts as little as the victim; chosen on dev seeds 40-44 (bf16): untrained wrn16-1
+        # flagged 0/150 (largest delta mu 0.081) against 1/150 (0.305) with prediction shifts alone, students
+        # 5/5, no independent flagged (docs/VALIDITY.md, "Shifts of models that solve the task")
+        black_box_feature="shift-true-label",
         # the white-box column's features (constants.WHITE_BOX) and whether their images get the training
         # transform: the log-loss on the stylised image, without the transform. On seeds 20-22 (bf16) it
         # detected distillation 3/3 and multi-stage 2/3, no independent model and no zero-shot student,
