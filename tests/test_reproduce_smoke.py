@@ -312,9 +312,9 @@ def test_black_box_feature_variant(smoke, tmp_path):
     assert res["black_box_feature"] == other and set(res["timings"]) == {"clf", "verify", "total"}
     path = f"model/clf/blackbox-fmnist-{other}.pt"
     assert {by_access["black-box"]["path"] for by_access in res["classifiers"].values()} == {path}
-    ck = load_checkpoint(smoke[0] / "work" / path)
+    ck = load_checkpoint(str(smoke[0] / "work" / path))
     d = {"prediction-shift": 40, "shift-true-label": 41}
     assert ck["feature"] == other and ck["d"] == d[other]
-    assert load_checkpoint(smoke[0] / "work" / "model/clf/blackbox-fmnist.pt")["d"] == d[smoke[3]["black_box_feature"]]
+    assert load_checkpoint(str(smoke[0] / "work" / "model/clf/blackbox-fmnist.pt"))["d"] == d[smoke[3]["black_box_feature"]]
     for a, b in zip(res["rows"], smoke[3]["rows"]):
         assert a["white-box"] == b["white-box"] and a["baseline"] == b["baseline"]
