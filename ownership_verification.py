@@ -69,7 +69,8 @@ def get_parser():
     p.add_argument("--alpha", type=float, default=None, help="significance level of the verdict (default: 0.01)")
     p.add_argument("--access", default="white-box", choices=COLUMNS,
                    help="white-box: the classifier's white-box feature (fmnist: the log-loss on each stylised image; "
-                        "cifar10, imagenet: the paper's gradient signs); black-box: the suspect's predictions only (MOVE); "
+                        "cifar10, imagenet: the paper's gradient signs); black-box: the suspect's predictions only (MOVE's "
+                        "prediction shifts; fmnist: plus the probability of each image's true label); "
                         "baseline: no meta-classifier, the suspect's correctness on each stylised image")
     p.add_argument("--black-box", default=None, choices=BLACK_BOX,
                    help="black-box only: any-arch: the classifier over every architecture (blackbox-<dataset>.pt) and "

@@ -157,11 +157,11 @@ class Verifier:
         if label_only and self.access != "black-box":
             raise UserError(f"--label-only needs a black-box meta-classifier; {clf_path} is {self.access}")
         self.label_only = label_only
-        # white-box: the classifier's features, made as its training sets were (classifiers made before
-        # input gradients: the paper's weight signs, with the transform), and for input gradients the
-        # stylised images' clean originals
+        # the classifier's features, made as its training sets were (white-box classifiers made before
+        # input gradients: the paper's weight signs, with the transform; black-box ones made before the
+        # choice: prediction shifts), and for input gradients the stylised images' clean originals
         clf = self.clf or {}
-        self.feature = clf.get("feature") or "weight-signs"
+        self.feature = blackbox.feature_of(clf) if self.access == "black-box" else clf.get("feature") or "weight-signs"
         self.augment = True if clf.get("augment") is None else clf["augment"]
         self.originals = None
         if self.access == "white-box" and self.feature == "input-gradient":
@@ -199,8 +199,7 @@ class Verifier:
 
     def from_answers(self, answers):
         """P(stolen) (N,) from a model's answers to `queries` (blackbox.queries order)."""
-        f = blackbox.features_from_probs(self.answered(answers), self.clf["views"], blackbox.feature_of(self.clf),
-                                         self.images.y)
+        f = blackbox.features_from_probs(self.answered(answers), self.clf["views"], self.feature, self.images.y)
         return _finite(metaclf.predict_proba(self.clf, f, self.device), self.clf)
 
     def __call__(self, model=None, answers=None):
