@@ -6,7 +6,8 @@
 
 Stages: embed_features -> train_model (per architecture: victim-like and benign models behind the
 meta-classifiers, weak benign models for the black-box ones, the held-out benign references; the
-independent models) -> steal (the attacks) -> gradientset -> train_clf -> verification of every suspect
+independent models) -> steal (the attacks; the defender's simulated thefts of the victim and of a benign
+model, behind the black-box classifiers) -> gradientset -> train_clf -> verification of every suspect
 (ownership.verify, the preset's protocol). Between embedding and verification every job (a model, an
 attack, a gradient set, a classifier) starts as soon as the jobs whose outputs it reads are done, in
 --workers processes, so the stages overlap. Artefacts go to the reference folders (data/, model/,
@@ -29,7 +30,8 @@ import train_clf
 import train_model
 from ownership import cli, jsonio, paths
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import ACCESSES, ATTACK_MODES, BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO, TESTS
+from ownership.constants import (ACCESSES, ATTACK_MODES, BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO,
+                                 SIMULATED_THEFTS, TESTS)
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.manifest import Stages
@@ -150,6 +152,10 @@ def main(args):
             raise UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
                             f"only for {archs}; use one of those architectures")
     reference = args.protocol == "reference"
+    simulated = () if reference else preset["clf_models"]["thefts"]
+    if not set(simulated) <= set(SIMULATED_THEFTS) or ("multi-stage" in simulated and "distillation" not in simulated):
+        raise UserError(f"preset {args.preset!r}: clf_models thefts {list(simulated)} must be distillation, or "
+                        f"distillation and multi-stage (which fine-tunes the distillation student)")
     # one protocol per verdict column: the same test and m, each column's margin (presets: tau)
     protocols = {c: Protocol.from_preset(preset, "reference" if reference else args.test, column=c) for c in COLUMNS}
     workdir = args.workdir or (os.path.join(REPO, "results", "smoke") if args.preset == "smoke" else REPO)
@@ -213,6 +219,25 @@ def main(args):
         m == "multi-stage")) for m, p in attacker.items()}
     suspects += independents
 
+    # the defender's simulated thefts (clf_models["thefts"]): for each architecture, students of the victim
+    # (positives of the black-box classifiers) and of the first benign model of the victim's architecture
+    # (negatives), distilled on the victim's own data and, for multi-stage, fine-tuned on its clean part;
+    # seeds of their own (paths.THEFT_TAG), so that no simulated theft repeats an attack (docs/VALIDITY.md)
+    thefts, theft_jobs = {arch: dict(pos=[], neg=[]) for arch in archs}, []
+    for arch in archs:
+        for label, teacher in (("pos", victim), ("neg", files[va]["neg"][0])):
+            for mode in simulated:
+                path = paths.theft(M, teacher, mode, arch)
+                argv = trained + ["--mode", mode, "--victim", teacher, "--arch", arch, "--tag", paths.THEFT_TAG,
+                                  "--out", path]
+                inputs = [teacher, styled]
+                if mode == "multi-stage":
+                    first = paths.theft(M, teacher, "distillation", arch)
+                    argv += ["--student", first, "--fine-tune-data", "victim-clean"]
+                    inputs.append(first)
+                theft_jobs.append(("steal", path, steal, argv, inputs))
+                thefts[arch][label].append(path)
+
     # gradient sets and meta-classifiers: white-box per architecture, and one black-box classifier over
     # every architecture (a suspect behind an API has no known architecture; docs/API.md), plus one
     # black-box classifier per architecture with --black-box per-arch
@@ -233,8 +258,10 @@ def main(args):
     clfs = {}
     refs = {(arch, access): files[arch]["refs"] for arch in archs for access in ACCESSES}
     every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
-    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", bb_suffix), "black-box", every("pos"),
-                          every("neg") + every("weak"), [])  # the longest classifier first
+    stolen = lambda label: [f for arch in archs for f in thefts[arch][label]]  # noqa: E731
+    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", bb_suffix), "black-box",
+                          every("pos") + stolen("pos"), every("neg") + every("weak") + stolen("neg"),
+                          [])  # the longest classifier first
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
         grads = [paths.gradient_set(dirs["gradients_set"], m, styled, feature=white_box["feature"]) for m in pos + neg]
@@ -245,11 +272,12 @@ def main(args):
                                              grads, arch)
         if black_box == "per-arch":
             clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", bb_suffix),
-                                                 "black-box", pos, neg + weak, [], arch)
+                                                 "black-box", pos + thefts[arch]["pos"],
+                                                 neg + weak + thefts[arch]["neg"], [], arch)
     # the victim, then the attacks that need only it and take longest (zero-shot; distillation, which
     # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
     early = [steals.pop("zero-shot"), steals.pop("distillation")]
-    st.run_all(train[:1] + early + train[1:] + list(steals.values()) + gradient_jobs + clf_jobs, **pool)
+    st.run_all(train[:1] + early + train[1:] + list(steals.values()) + theft_jobs + gradient_jobs + clf_jobs, **pool)
     if black_box == "any-arch":  # the table's black-box column: the classifier and references an API suspect gets
         for arch in archs:
             clfs[arch, "black-box"], refs[arch, "black-box"] = any_arch, paths.all_references(M, archs)

@@ -11,6 +11,15 @@
 The attacker's query and fine-tuning data is a part of the training set disjoint from the victim's.
 Distillation uses the victim's own (mixed) training set, as in the paper's threat model. Budgets come
 from --preset; each suspect's clean and stylised accuracy is stored in its checkpoint.
+
+The defender's simulated thefts (positives and negatives of the black-box meta-classifiers, reproduce.py)
+are these attacks run by the defender on its own data, with a seed of their own (--tag):
+
+    python steal.py --mode distillation --victim model/benign/benign-wrn16-1.pt --arch wrn10-1 --tag theft \
+        --out model/theft/benign-wrn16-1-d-wrn10-1.pt
+    python steal.py --mode multi-stage --victim model/benign/benign-wrn16-1.pt --arch wrn10-1 --tag theft \
+        --student model/theft/benign-wrn16-1-d-wrn10-1.pt --fine-tune-data victim-clean \
+        --out model/theft/benign-wrn16-1-dft-wrn10-1.pt
 """
 import time
 
@@ -28,10 +37,20 @@ from ownership.training import save_trained
 def get_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--mode", required=True, choices=ATTACK_MODES)
-    p.add_argument("--victim", default=None, help="victim checkpoint (default: model/victim/vict-<arch>.pt)")
+    p.add_argument("--victim", default=None,
+                   help="the teacher: victim checkpoint (default: model/victim/vict-<arch>.pt); the defender's simulated "
+                        "thefts also steal from benign models")
     p.add_argument("--arch", default=None, choices=list(MODELS),
                    help="suspect architecture (default: the victim's for fine-tune, else the attackers')")
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
+    p.add_argument("--student", default=None,
+                   help="multi-stage: the distillation student to fine-tune (default: model/attack/atta-d-<arch>.pt)")
+    p.add_argument("--fine-tune-data", default="attacker", choices=["attacker", "victim-clean"],
+                   help="fine-tune, label-query, logit-query and multi-stage's second stage: the attacker's part of the "
+                        "training set, or the victim's clean part (the defender's own data, for simulated thefts)")
+    p.add_argument("--tag", default="",
+                   help="a name mixed into the seed, so that a simulated theft never repeats the attack of the same "
+                        "mode and architecture (default: none, the attack's own seed)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state (saved after every epoch, or every --save-every zero-shot iterations)")
     p.add_argument("--save-every", type=int, default=10, help="zero-shot: save the resumable state every N iterations")
@@ -41,6 +60,11 @@ def get_parser():
 def main(args):
     if args.save_every < 1:
         raise UserError(f"--save-every {args.save_every}: give a positive number of iterations")
+    if args.student and args.mode != "multi-stage":
+        raise UserError(f"--student is the first stage of --mode multi-stage; drop it for --mode {args.mode}")
+    if args.fine_tune_data != "attacker" and args.mode in ("distillation", "zero-shot"):
+        raise UserError(f"--fine-tune-data is not read by --mode {args.mode} (distillation uses the victim's own data, "
+                        f"zero-shot none); drop it")
     preset = cli.preset_of(args)
     dataset = preset["dataset"]
     d = DATASETS[dataset]
@@ -52,13 +76,14 @@ def main(args):
     out = args.out or paths.attack(args.model_dir, args.mode, arch)
     state = checkpoints.training_state(out, args.resume)
     kw = dict(state_path=state, amp=args.amp)
-    seed = seeds.derive(args.seed, "attack", args.mode, arch)
+    seed = seeds.derive(args.seed, "attack", args.mode, arch, *[args.tag] * bool(args.tag))
+    other = args.fine_tune_data  # the data role of the attacks that use other data than the victim's
     cli.seed_everything(seed)
     start = time.time()
     mode = args.mode
     cfg = preset["attacks"].get(mode)
     if mode == "fine-tune":
-        model = attacks.fine_tune(victim, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
+        model = attacks.fine_tune(victim, role_data(preset, args.data_dir, args.seed, other, args.gamma),
                                   dataset, cfg, device, seed, **kw)
     elif mode == "zero-shot":
         model = attacks.zero_shot(victim, get_model(arch, d["num_classes"], d["channels"]), d, cfg, device, seed,
@@ -70,15 +95,15 @@ def main(args):
             model = attacks.distillation(victim, student, role_data(preset, args.data_dir, args.seed, role, args.gamma),
                                          dataset, cfg, device, seed, **kw)
         elif mode == "multi-stage":  # the distillation attack's student, then fine-tuned on the attacker's data
-            first = paths.attack(args.model_dir, "distillation", arch)
+            first = args.student or paths.attack(args.model_dir, "distillation", arch)
             student, _ = load_model(first, arch, d["num_classes"], d["channels"], device, "distillation student",
                                     made_by=f"python steal.py --mode distillation --preset {args.preset}")
             cfg = preset["attacks"]["fine-tune"]
-            model = attacks.fine_tune_student(victim, student, role_data(preset, args.data_dir, args.seed, "attacker",
+            model = attacks.fine_tune_student(victim, student, role_data(preset, args.data_dir, args.seed, other,
                                               args.gamma), dataset, cfg, device, seed, **kw)
         else:
             fn = attacks.label_query if mode == "label-query" else attacks.logit_query
-            model = fn(victim, student, role_data(preset, args.data_dir, args.seed, "attacker", args.gamma),
+            model = fn(victim, student, role_data(preset, args.data_dir, args.seed, other, args.gamma),
                        dataset, cfg, device, seed, **kw)
     return save_trained(model, out, state, preset=preset, data_dir=args.data_dir, seed=args.seed, gamma=args.gamma,
                         device=device, amp=args.amp, start=start, arch=arch, role="attack", mode=mode, init_seed=seed,

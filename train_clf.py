@@ -7,8 +7,11 @@ stylised-loss, cifar10 and imagenet weight-signs).
     python train_clf.py --type=wrn16-1 --dataset=fmnist
 
 By default the positives are model/victim/vict-<type>.pt plus the other-seed victims vict-<type>-s<k>.pt,
-and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt, and for --access black-box
-the weak benign models benign-<type>-weak<k>.pt (never the held-out references benign-<type>-ref*.pt); --pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
+and the negatives model/benign/benign-<type>.pt plus benign-<type>-s<k>.pt (never the held-out references
+benign-<type>-ref*.pt); --access black-box adds the weak benign models benign-<type>-weak<k>.pt to the
+negatives, and the defender's simulated thefts with <type> students that exist, model/theft/vict-*-<type>.pt
+to the positives and model/theft/benign-*-<type>.pt to the negatives (reproduce.py makes them);
+--pos/--neg take explicit lists. Their gradient sets must exist (gradientset.py).
 Writes model/clf/gradsign-<dataset>-<type>.pt and prints the held-out accuracy.
 --access black-box trains on prediction shifts instead (MOVE; no gradient sets needed, the models
 are queried directly; --feature prediction-shift, or shift-true-label, which adds the probability each model gives
@@ -40,10 +43,11 @@ def get_parser():
     p.add_argument("--hidden-cap", type=int, default=256,
                    help="cap on the MLP widths d/8 and d/16 (the reference had no cap: 61M weights at d=22k)")
     p.add_argument("--pos", nargs="+", default=None,
-                   help="victim-like checkpoints (default: vict-<type>.pt and vict-<type>-s<k>.pt)")
+                   help="victim-like checkpoints (default: vict-<type>.pt, vict-<type>-s<k>.pt and, black-box, the "
+                        "simulated thefts model/theft/vict-*-<type>.pt)")
     p.add_argument("--neg", nargs="+", default=None,
                    help="benign checkpoints (default: benign-<type>.pt, benign-<type>-s<k>.pt, and for black-box "
-                        "benign-<type>-weak<k>.pt)")
+                        "benign-<type>-weak<k>.pt and model/theft/benign-*-<type>.pt)")
     p.add_argument("--access", default="white-box", choices=ACCESSES,
                    help="white-box: the gradient sets of --feature; black-box: prediction shifts (MOVE)")
     p.add_argument("--feature", default=None, choices=WHITE_BOX + BLACK_BOX_FEATURES,
@@ -66,9 +70,11 @@ def default_models(args):
         raise UserError("--type is required for --access white-box (the models of one architecture)")
     v_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "victim")
     b_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "benign")
-    pos = args.pos or [f for a in v_archs for f in paths.with_seeds(paths.victim(args.model_dir, a))]
+    black = args.access == "black-box"
+    pos = args.pos or [f for a in v_archs for f in paths.with_seeds(paths.victim(args.model_dir, a))
+                       + (paths.thefts(args.model_dir, a, "victim") if black else [])]
     neg = args.neg or [f for a in b_archs for f in paths.with_seeds(paths.benign(args.model_dir, a))
-                       + (paths.weak_models(args.model_dir, a) if args.access == "black-box" else [])]
+                       + (paths.weak_models(args.model_dir, a) + paths.thefts(args.model_dir, a, "benign") if black else [])]
     return pos, neg
 
 

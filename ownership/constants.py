@@ -36,6 +36,7 @@ ACCESSES = ("white-box", "black-box")
 COLUMNS = ACCESSES + ("baseline",)  # the verdicts of a results row: each access, and the baseline
 WHITE_BOX = ("weight-signs", "input-gradient", "stylised-loss")  # white-box features: the paper's, then ours
 BLACK_BOX_FEATURES = ("prediction-shift", "shift-true-label")  # black-box features: MOVE's, then ours
+SIMULATED_THEFTS = ("distillation", "multi-stage")  # attacks the defender can run on itself (presets: thefts)
 BLACK_BOX = ("per-arch", "any-arch")  # which black-box meta-classifier: one per architecture, or one for all
 TESTS = {"paired-all": "paired one-sided t-test against each benign reference, largest p",
          "paper": "paired one-sided t-test against the first reference (paper)",

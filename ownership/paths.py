@@ -72,6 +72,27 @@ def attack(model_dir, mode, arch):
     return os.path.join(model_dir, "attack", f"atta-{ATTACK_TAGS[mode]}-{arch}.pt")
 
 
+THEFT_TAG = "theft"  # steal.py --tag of the defender's simulated thefts: seeds that no attack uses
+
+
+def theft(model_dir, teacher, mode, arch):
+    """model/theft/<teacher file stem>-<ATTACK_TAGS[mode]>-<arch>.pt: a simulated theft by the defender,
+    an `arch` student of the checkpoint `teacher` (the victim or a benign model)."""
+    stem = os.path.basename(teacher)[:-3]
+    return os.path.join(model_dir, "theft", f"{stem}-{ATTACK_TAGS[mode]}-{arch}.pt")
+
+
+def thefts(model_dir, arch, teacher_role):
+    """The simulated thefts with `arch` students that exist, of victims (teacher_role 'victim': the
+    white-box classifier's positives) or of benign models ('benign': negatives), in name order."""
+    folder = os.path.join(model_dir, "theft")
+    stem = {"victim": "vict", "benign": "benign"}[teacher_role]
+    tags = "|".join(re.escape(t) for t in ATTACK_TAGS.values())
+    pattern = re.escape(stem) + r"-.+-(" + tags + ")-" + re.escape(arch) + r"\.pt"
+    found = [f for f in os.listdir(folder) if re.fullmatch(pattern, f)] if os.path.isdir(folder) else []
+    return [os.path.join(folder, f) for f in sorted(found)]
+
+
 def independent(model_dir, k, arch):
     return os.path.join(model_dir, "independent", f"indep{k}-{arch}.pt")
 

@@ -172,6 +172,13 @@ def test_m_larger_than_images(w, repo):
               "--m=500", *w["dirs"]), "--m 500", "20")
 
 
+def test_steal_flags_of_other_modes(w):
+    """The simulated thefts' flags are refused where a mode would ignore them, before anything loads."""
+    fails(call("steal.py", "--mode=distillation", f"--student={w['good']}", *w["dirs"]), "--student", "multi-stage")
+    fails(call("steal.py", "--mode=zero-shot", "--fine-tune-data=victim-clean", *w["dirs"]), "--fine-tune-data",
+          "zero-shot")
+
+
 def test_unknown_names(repo):
     fails(call("ownership_verification.py", "--mode=telepathy"), "--mode", "telepathy")
     fails(call("gradientset.py", "--m=x.pt", "--dataset=mnist"), "--dataset", "mnist")

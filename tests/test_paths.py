@@ -25,3 +25,20 @@ def test_weak_models_and_seeds_are_separate(tmp_path):
         "benign-wrn10-1.pt", "benign-wrn10-1-s1.pt", "benign-wrn10-1-s2.pt"]
     assert not set(names(paths.references(str(tmp_path), "wrn10-1"))) & set(
         names(paths.weak_models(str(tmp_path), "wrn10-1")))
+
+
+def test_thefts_by_teacher_and_student_arch(tmp_path):
+    """The simulated thefts are found by the student's architecture and the teacher's role: a victim's
+    students are never negatives, a benign model's never positives, another architecture's never either."""
+    for teacher in ("vict-wrn16-1", "benign-wrn16-1"):
+        for arch in ("wrn10-1", "wrn16-1"):
+            for mode in ("distillation", "multi-stage"):
+                path = paths.theft(str(tmp_path), f"model/x/{teacher}.pt", mode, arch)
+                (tmp_path / "theft").mkdir(exist_ok=True)
+                open(path, "w").close()
+    names = lambda ps: [p.split("/")[-1] for p in ps]  # noqa: E731
+    assert names(paths.thefts(str(tmp_path), "wrn10-1", "victim")) == ["vict-wrn16-1-d-wrn10-1.pt",
+                                                                      "vict-wrn16-1-dft-wrn10-1.pt"]
+    assert names(paths.thefts(str(tmp_path), "wrn16-1", "benign")) == ["benign-wrn16-1-d-wrn16-1.pt",
+                                                                      "benign-wrn16-1-dft-wrn16-1.pt"]
+    assert paths.thefts(str(tmp_path / "nowhere"), "wrn10-1", "victim") == []

@@ -95,10 +95,33 @@ def test_reference_is_held_out(smoke):
             n = get_preset("smoke")["clf_models"]["weak"][int(w.rsplit("-weak", 1)[1][:-3]) - 1]
             ck = torch.load(root / "work" / w, weights_only=True)
             assert ck["train"]["epochs"] == (1 if n else 0), (w, ck["train"])
+        # black-box only: the defender's simulated thefts, students of the victim as positives and of a
+        # benign model as negatives, one per simulated attack and student architecture
+        n_thefts = len(get_preset("smoke")["clf_models"]["thefts"]) * archs
+        for label, teacher in (("pos", "vict-"), ("neg", "benign-")):
+            stolen = [t for t in c["trained_on"][label] if t.startswith("model/theft/")]
+            assert len(stolen) == (n_thefts if name == "black-box" else 0), (name, c["trained_on"][label])
+            assert all(os.path.basename(t).startswith(teacher) for t in stolen), stolen
         for ref in c["references"] + trained:  # every path relative to the work folder
             assert not os.path.isabs(ref) and os.path.exists(root / "work" / ref), ref
         for ref in c["references"]:
             assert ref not in trained, (name, ref)
+
+
+def test_simulated_thefts_are_not_the_attacks(smoke):
+    """The defender's simulated distillation of its victim has the attack's teacher, data and student
+    architecture, but a seed of its own (steal.py --tag): its weights must differ from the attacker's
+    student, else the classifier would have been trained on the very suspect it judges. The simulated
+    multi-stage student fine-tunes the simulated distillation one, on the defender's clean data."""
+    model = smoke[0] / "work" / "model"
+    theft = torch.load(model / "theft" / "vict-wrn16-1-d-wrn10-1.pt", weights_only=True)
+    attack = torch.load(model / "attack" / "atta-d-wrn10-1.pt", weights_only=True)
+    assert theft["arch"] == attack["arch"] == "wrn10-1"
+    assert theft["init_seed"] != attack["init_seed"]
+    assert not torch.equal(theft["state_dict"]["conv1.weight"], attack["state_dict"]["conv1.weight"])
+    second = torch.load(model / "theft" / "vict-wrn16-1-dft-wrn10-1.pt", weights_only=True)
+    assert second["mode"] == "multi-stage" and second["arch"] == "wrn10-1"
+    assert not torch.equal(second["state_dict"]["conv1.weight"], theft["state_dict"]["conv1.weight"])
 
 
 def test_independent_models_not_flagged(smoke):
