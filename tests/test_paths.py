@@ -42,3 +42,26 @@ def test_thefts_by_teacher_and_student_arch(tmp_path):
     assert names(paths.thefts(str(tmp_path), "wrn16-1", "benign")) == ["benign-wrn16-1-d-wrn16-1.pt",
                                                                       "benign-wrn16-1-dft-wrn16-1.pt"]
     assert paths.thefts(str(tmp_path / "nowhere"), "wrn10-1", "victim") == []
+
+
+def test_train_clf_defaults_take_thefts_in_black_box_only(tmp_path):
+    """train_clf.py's default models: the simulated thefts join the black-box classifier (victim's students
+    as positives, a benign model's as negatives), never the white-box one, and never a held-out reference."""
+    import train_clf
+    for folder, stem in (("victim", "vict-wrn10-1"), ("benign", "benign-wrn10-1")):
+        (tmp_path / folder).mkdir()
+        for tag in ["", "-s1"] + (["-ref", "-weak1"] if folder == "benign" else []):
+            (tmp_path / folder / f"{stem}{tag}.pt").write_bytes(b"")
+    (tmp_path / "theft").mkdir()
+    for teacher in ("vict-wrn16-1", "benign-wrn16-1"):
+        for mode in ("distillation", "multi-stage"):
+            open(paths.theft(str(tmp_path), f"{teacher}.pt", mode, "wrn10-1"), "w").close()
+    names = lambda ps: [p.split("/")[-1] for p in ps]  # noqa: E731
+    for access in ("white-box", "black-box"):
+        args = train_clf.get_parser().parse_args(["--access", access, "--type", "wrn10-1", "--model-dir", str(tmp_path)])
+        pos, neg = train_clf.default_models(args)
+        black = access == "black-box"
+        assert names(pos) == ["vict-wrn10-1.pt", "vict-wrn10-1-s1.pt"] + black * [
+            "vict-wrn16-1-d-wrn10-1.pt", "vict-wrn16-1-dft-wrn10-1.pt"], access
+        assert names(neg) == ["benign-wrn10-1.pt", "benign-wrn10-1-s1.pt"] + black * [
+            "benign-wrn10-1-weak1.pt", "benign-wrn16-1-d-wrn10-1.pt", "benign-wrn16-1-dft-wrn10-1.pt"], access
