@@ -84,7 +84,7 @@ def theft(model_dir, teacher, mode, arch):
 
 def thefts(model_dir, arch, teacher_role):
     """The simulated thefts with `arch` students that exist, of victims (teacher_role 'victim': the
-    white-box classifier's positives) or of benign models ('benign': negatives), in name order."""
+    black-box classifiers' positives) or of benign models ('benign': negatives), in name order."""
     folder = os.path.join(model_dir, "theft")
     stem = {"victim": "vict", "benign": "benign"}[teacher_role]
     tags = "|".join(re.escape(t) for t in ATTACK_TAGS.values())
