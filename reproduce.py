@@ -111,8 +111,10 @@ def model_plan(preset, arch, model_dir, reference_protocol):
 
 # `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on 2-core AMD EPYC CPUs with the
 # CPU to itself, per CPU kind: fresh clones of commit 2d4c0b5 and its parent (AVX512-BF16), of f08880e (AVX2
-# only) (docs/BENCHMARKS.md, "Per-stage times"); the start-up line quotes them
-MEASURED_MINUTES = {("fmnist", "bf16"): {"AVX512-BF16": 6.0},
+# only); bf16 since the simulated thefts: commit f124b5b, every stage but the style transfer (about 15 s)
+# redone; the fp32 figures predate them (about 1 min more a seed in evaluate.py) (docs/BENCHMARKS.md,
+# "Per-stage times"); the start-up line quotes them
+MEASURED_MINUTES = {("fmnist", "bf16"): {"AVX512-BF16": 7.0},
                     ("fmnist", "fp32"): {"AVX512-BF16, --amp none": 7.8, "AVX2 only": 11.7}}
 
 
@@ -223,9 +225,10 @@ def main(args):
     # (positives of the black-box classifiers) and of the first benign model of the victim's architecture
     # (negatives), distilled on the victim's own data and, for multi-stage, fine-tuned on its clean part;
     # seeds of their own (paths.THEFT_TAG), so that no simulated theft repeats an attack (docs/VALIDITY.md)
-    thefts, theft_jobs = {arch: dict(pos=[], neg=[]) for arch in archs}, []
+    theft_jobs = []
     for arch in archs:
-        for label, teacher in (("pos", victim), ("neg", files[va]["neg"][0])):
+        files[arch].update({"theft-pos": [], "theft-neg": []})
+        for label, teacher in (("theft-pos", victim), ("theft-neg", files[va]["neg"][0])):
             for mode in simulated:
                 path = paths.theft(M, teacher, mode, arch)
                 argv = trained + ["--mode", mode, "--victim", teacher, "--arch", arch, "--tag", paths.THEFT_TAG,
@@ -236,7 +239,7 @@ def main(args):
                     argv += ["--student", first, "--fine-tune-data", "victim-clean"]
                     inputs.append(first)
                 theft_jobs.append(("steal", path, steal, argv, inputs))
-                thefts[arch][label].append(path)
+                files[arch][label].append(path)
 
     # gradient sets and meta-classifiers: white-box per architecture, and one black-box classifier over
     # every architecture (a suspect behind an API has no known architecture; docs/API.md), plus one
@@ -258,9 +261,8 @@ def main(args):
     clfs = {}
     refs = {(arch, access): files[arch]["refs"] for arch in archs for access in ACCESSES}
     every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
-    stolen = lambda label: [f for arch in archs for f in thefts[arch][label]]  # noqa: E731
     any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", bb_suffix), "black-box",
-                          every("pos") + stolen("pos"), every("neg") + every("weak") + stolen("neg"),
+                          every("pos") + every("theft-pos"), every("neg") + every("weak") + every("theft-neg"),
                           [])  # the longest classifier first
     for arch in archs:
         pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
@@ -272,8 +274,8 @@ def main(args):
                                              grads, arch)
         if black_box == "per-arch":
             clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", bb_suffix),
-                                                 "black-box", pos + thefts[arch]["pos"],
-                                                 neg + weak + thefts[arch]["neg"], [], arch)
+                                                 "black-box", pos + files[arch]["theft-pos"],
+                                                 neg + weak + files[arch]["theft-neg"], [], arch)
     # the victim, then the attacks that need only it and take longest (zero-shot; distillation, which
     # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
     early = [steals.pop("zero-shot"), steals.pop("distillation")]
