@@ -109,11 +109,11 @@ def model_plan(preset, arch, model_dir, reference_protocol):
     return plan
 
 
-# `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on 2-core AMD EPYC CPUs with the
-# CPU to itself, per CPU kind: fresh clones of commit 2d4c0b5 and its parent (AVX512-BF16), of f08880e (AVX2
-# only); bf16 since the simulated thefts: commit f124b5b, every stage but the style transfer (about 15 s)
-# redone; the fp32 figures predate them (about 1 min more a seed in evaluate.py) (docs/BENCHMARKS.md,
-# "Per-stage times"); the start-up line quotes them
+# `python reproduce.py [--amp none]` (seed 0), wall clock in minutes, on 2-core AMD EPYC CPUs with the CPU to
+# itself, per CPU kind (docs/BENCHMARKS.md, "`python reproduce.py` (seed 0)"; the start-up line quotes them):
+# bf16 7 min 2 s at commit f124b5b (every stage but the style transfer, about 15 s, redone); fp32 7 min 45 s
+# (fresh clone of 2d4c0b5, --amp none) and 11 min 43 s (fresh clone of f08880e, AVX2 only), both before the
+# untrained negatives and the simulated thefts (about 1 min more a seed in evaluate.py)
 MEASURED_MINUTES = {("fmnist", "bf16"): {"AVX512-BF16": 7.0},
                     ("fmnist", "fp32"): {"AVX512-BF16, --amp none": 7.8, "AVX2 only": 11.7}}
 

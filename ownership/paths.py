@@ -64,7 +64,7 @@ def weak_models(model_dir, arch):
 
 
 def with_seeds(path):
-    """`path` (e.g. model/victim/vict-wrn10-2.pt) followed by its other-seed siblings ...-s1.pt, -s2.pt."""
+    """`path` (e.g. model/victim/vict-wrn16-1.pt) followed by its other-seed siblings ...-s1.pt, -s2.pt."""
     return [path] + _numbered(os.path.dirname(path), os.path.basename(path)[:-3], "-s")
 
 

@@ -121,14 +121,14 @@ PRESETS = {
         # 100 images, since with the suspect's weights in hand an image costs nothing, while black-box and
         # baseline images are queries to the suspect. The white-box misses were students 0.10-0.15 above the
         # references at p = 0.01-0.09 with 50 images; benign models less than tau above only get safer.
-        # Chosen on seeds 30-39 before seeds 40-44 measured it (fp32: white-box caught source, fine-tune,
-        # distillation and multi-stage 5/5, no independent flagged; bf16 not measured)
-        # (docs/VALIDITY.md, "Images per column", "Held-out seeds 40-44")
+        # Chosen on seeds 30-39 before seeds 40-44 measured it (fp32 and bf16: white-box caught source,
+        # fine-tune, distillation and multi-stage 5/5, no independent flagged)
+        # (docs/VALIDITY.md, "Images per column"; docs/HISTORY.md, "Held-out seeds 40-44")
         m={"white-box": 100, "black-box": 50, "baseline": 50},
         tau={"white-box": 0.05, "black-box": 0.1, "baseline": 0.1}, test="paired-all",
         # the black-box column's classifier: any-arch (one over every architecture and all references, the
         # one a suspect behind an API gets; docs/API.md) or per-arch (one per architecture, its references).
-        # any-arch on held-out seeds 20-22 (bf16): source, fine-tune, distillation and multi-stage 3/3, no
+        # any-arch chosen on seeds 20-22 (bf16): source, fine-tune, distillation and multi-stage 3/3, no
         # independent flagged (per-arch: multi-stage 2/3), and reproduce.py trains 3 classifiers instead of 5
         # (docs/VALIDITY.md, "Any-architecture black-box classifier")
         black_box="any-arch",
@@ -168,7 +168,7 @@ PRESETS = {
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),      # 100 epochs, lr 0.01 [R]
         clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0], thefts=()),  # as fmnist but no
         references=4,                                     # simulated thefts: not measured at this scale (docs/VALIDITY.md)
-        m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
+        m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's per-column m and tau not measured here
         black_box="any-arch",  # as fmnist
         black_box_feature="prediction-shift",  # MOVE's
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
@@ -191,7 +191,7 @@ PRESETS = {
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),
         clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0], thefts=()),  # as fmnist but no
         references=4,                                     # simulated thefts: not measured at this scale (docs/VALIDITY.md)
-        m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's 50 / 0.1 not measured here
+        m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's per-column m and tau not measured here
         black_box="any-arch",  # as fmnist
         black_box_feature="prediction-shift",  # MOVE's
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale

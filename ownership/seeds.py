@@ -5,7 +5,7 @@ import torch
 
 
 def derive(seed, *names):
-    """A stable 31-bit seed from the experiment seed and names (e.g. derive(0, 'benign', 'wrn10-2'))."""
+    """A stable 31-bit seed from the experiment seed and names (e.g. derive(0, 'benign', 'wrn16-1'))."""
     h = hashlib.sha256("/".join([str(seed), *map(str, names)]).encode()).hexdigest()
     return int(h[:8], 16) & 0x7FFFFFFF
 
