@@ -23,7 +23,7 @@ from ownership import api, blackbox, paths
 from ownership.checkpoints import load_model
 from ownership.data import load_styled, normalise
 
-pytestmark = pytest.mark.slow  # one smoke run (about 2-5 min) and ~2.5 min of tests on a 2-core CPU
+pytestmark = pytest.mark.slow  # one smoke run (the fixture: 146 s, docs/BENCHMARKS.md) and ~2.5 min of tests
 
 
 @pytest.fixture(scope="session")

@@ -174,7 +174,7 @@ def _sha256(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-@pytest.mark.slow  # a second smoke run from nothing (about 2 minutes)
+@pytest.mark.slow  # a second smoke run from nothing (the test: 103 s at commit c826b7a, docs/BENCHMARKS.md)
 def test_killed_run_resumes_to_identical_results(smoke, tmp_path):
     """Kill reproduce.py part-way (SIGKILL, after a few stages), rerun it: the results are
     bit-identical to the uninterrupted run's - which also shows that the same seed gives the same
