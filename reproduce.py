@@ -1,7 +1,7 @@
 """Reproduce the paper's verification table from nothing: every stage, resumable.
 
     python reproduce.py                        # the embedded default: Fashion-MNIST on the CPU
-    python reproduce.py --preset smoke         # a few hundred images, about a minute (the tests use it)
+    python reproduce.py --preset smoke         # a few hundred images, about 1.5 min (the tests use it)
     python reproduce.py --preset cifar10 --gpu 0
 
 Stages: embed_features -> train_model (per architecture: victim-like and benign models behind the
