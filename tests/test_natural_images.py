@@ -36,7 +36,7 @@ def test_natural_role_has_the_attackers_count_and_no_labels(tmp_path):
 
 def test_query_data_preset_is_validated(monkeypatch):
     monkeypatch.setitem(presets.PRESETS["smoke"], "query_data", ("natural", "tinyimages"))
-    with pytest.raises(UserError, match="natural, attacker"):
+    with pytest.raises(UserError, match="attacker, natural"):
         presets.get_preset("smoke")
     monkeypatch.setitem(presets.PRESETS["smoke"], "query_data", ())
     with pytest.raises(UserError, match="query_data"):
