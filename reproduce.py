@@ -30,7 +30,7 @@ import train_clf
 import train_model
 from ownership import cli, jsonio, paths
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import (ACCESSES, ATTACK_MODES, BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO,
+from ownership.constants import (ACCESSES, ATTACK_MODES, BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, QUERY_MODES, REPO,
                                  SIMULATED_THEFTS, TESTS)
 from ownership.data import role_data
 from ownership.errors import UserError
@@ -219,6 +219,14 @@ def main(args):
     attacker = dict((m, p) for m, p, _ in suspects[1:])
     steals = {m: ("steal", p, steal, trained + ["--mode", m], [victim, styled] + [attacker["distillation"]] * (
         m == "multi-stage")) for m, p in attacker.items()}
+    # the query thieves that ask with the preset's other kinds of data (query_data[1:]): rows of their own
+    for mode in QUERY_MODES:
+        for kind in preset["query_data"][1:]:
+            arch = paths.arch_for_mode(ds, mode)
+            path = paths.attack(M, mode, arch, kind)
+            steals[f"{mode} ({kind})"] = ("steal", path, steal, trained + ["--mode", mode, "--query-data", kind],
+                                          [victim, styled])
+            suspects.append((f"{mode} ({kind})", path, arch))
     suspects += independents
 
     # the defender's simulated thefts (clf_models["thefts"]): for each architecture, students of the victim

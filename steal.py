@@ -27,7 +27,7 @@ from network import MODELS, get_model
 from ownership import attacks, checkpoints, cli, paths, seeds
 from ownership import distributed as dd
 from ownership.checkpoints import load_model
-from ownership.constants import ATTACK_MODES
+from ownership.constants import ATTACK_MODES, QUERY_DATA, QUERY_MODES
 from ownership.data import role_data
 from ownership.errors import UserError
 from ownership.presets import DATASETS
@@ -46,8 +46,13 @@ def get_parser():
     p.add_argument("--student", default=None,
                    help="multi-stage: the distillation student to fine-tune (default: model/attack/atta-d-<arch>.pt)")
     p.add_argument("--fine-tune-data", default="attacker", choices=["attacker", "victim-clean"],
-                   help="fine-tune, label-query, logit-query and multi-stage's second stage: the attacker's part of the "
-                        "training set, or the victim's clean part (the defender's own data, for simulated thefts)")
+                   help="fine-tune and multi-stage's second stage: the attacker's part of the training set, or the "
+                        "victim's clean part (the defender's own data, for simulated thefts)")
+    p.add_argument("--query-data", default=None, choices=QUERY_DATA,
+                   help="label-query and logit-query: what the thief queries the victim with, surrogate natural images "
+                        "outside the task (scikit-image's sample photographs, ownership/natural_images.py) or the attacker's "
+                        "part of the training set (default: the preset's first query_data; another kind is saved as "
+                        "atta-<label|logit>-<arch>-<kind>.pt)")
     p.add_argument("--tag", default="",
                    help="a name mixed into the seed, so that a simulated theft never repeats the attack of the same "
                         "mode and architecture (default: none, the attack's own seed)")
@@ -62,9 +67,11 @@ def main(args):
         raise UserError(f"--save-every {args.save_every}: give a positive number of iterations")
     if args.student and args.mode != "multi-stage":
         raise UserError(f"--student is the first stage of --mode multi-stage; drop it for --mode {args.mode}")
-    if args.fine_tune_data != "attacker" and args.mode in ("distillation", "zero-shot"):
-        raise UserError(f"--fine-tune-data is not read by --mode {args.mode} (distillation uses the victim's own data, "
-                        f"zero-shot none); drop it")
+    if args.fine_tune_data != "attacker" and args.mode not in ("fine-tune", "multi-stage"):
+        raise UserError(f"--fine-tune-data is read by --mode fine-tune and multi-stage only, not --mode {args.mode}; "
+                        f"drop it")
+    if args.query_data and args.mode not in QUERY_MODES:
+        raise UserError(f"--query-data is read by --mode {' and '.join(QUERY_MODES)} only, not --mode {args.mode}; drop it")
     preset = cli.preset_of(args)
     dataset = preset["dataset"]
     d = DATASETS[dataset]
@@ -73,7 +80,9 @@ def main(args):
     victim, vck = load_model(victim_path, None, d["num_classes"], d["channels"], device, "victim model",
                              made_by=f"python train_model.py --role victim --preset {args.preset}")
     arch = args.arch or (vck["arch"] if args.mode == "fine-tune" else d["attacker_arch"])
-    out = args.out or paths.attack(args.model_dir, args.mode, arch)
+    query_data = args.query_data or preset["query_data"][0]
+    variant = query_data if args.mode in QUERY_MODES and query_data != preset["query_data"][0] else ""
+    out = args.out or paths.attack(args.model_dir, args.mode, arch, variant)
     state = checkpoints.training_state(out, args.resume)
     kw = dict(state_path=state, amp=args.amp)
     seed = seeds.derive(args.seed, "attack", args.mode, arch, *[args.tag] * bool(args.tag))
@@ -103,11 +112,12 @@ def main(args):
                                               args.gamma), dataset, cfg, device, seed, **kw)
         else:
             fn = attacks.label_query if mode == "label-query" else attacks.logit_query
-            model = fn(victim, student, role_data(preset, args.data_dir, args.seed, other, args.gamma),
+            model = fn(victim, student, role_data(preset, args.data_dir, args.seed, query_data, args.gamma),
                        dataset, cfg, device, seed, **kw)
     return save_trained(model, out, state, preset=preset, data_dir=args.data_dir, seed=args.seed, gamma=args.gamma,
                         device=device, amp=args.amp, start=start, arch=arch, role="attack", mode=mode, init_seed=seed,
-                        attack=cfg, victim=victim_path, metrics=dict(victim_clean_acc=vck.get("metrics", {}).get("clean_acc")))
+                        attack=cfg, victim=victim_path,
+                        query_data=query_data if mode in QUERY_MODES else None, metrics=dict(victim_clean_acc=vck.get("metrics", {}).get("clean_acc")))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ BLACK_BOX_FEATURES  the black-box features, per stylised image: prediction-shift
            model's softmax probability of the original's true label; a model that does not solve the
            task, e.g. untrained, can shift as little as the victim but is not right: docs/VALIDITY.md,
            "Shifts of models that solve the task")
+QUERY_DATA the query thieves' data (label-query, logit-query): attacker (unlabelled images of the task's
+           own distribution, the attacker's part, as Dataset Inference's thieves ask with TinyImages, from which
+           CIFAR-10 was drawn) or natural (surrogate natural images outside the task: ownership/natural_images.py)
 BLACK_BOX  the black-box meta-classifiers: per-arch (one per architecture) or any-arch (one over
            every architecture, for a suspect whose architecture is unknown, e.g. behind an API)
 TESTS      the hypothesis tests of ownership/stats.py, by name
@@ -37,6 +40,8 @@ COLUMNS = ACCESSES + ("baseline",)  # the verdicts of a results row: each access
 WHITE_BOX = ("weight-signs", "input-gradient", "stylised-loss")  # white-box features: the paper's, then ours
 BLACK_BOX_FEATURES = ("prediction-shift", "shift-true-label")  # black-box features: MOVE's, then ours
 SIMULATED_THEFTS = ("distillation", "multi-stage")  # attacks the defender can run on itself (presets: thefts)
+QUERY_MODES = ("label-query", "logit-query")  # the thieves that only query the victim with data of their own
+QUERY_DATA = ("attacker", "natural")  # what they query with (presets: query_data; the first is the default)
 BLACK_BOX = ("per-arch", "any-arch")  # which black-box meta-classifier: one per architecture, or one for all
 TESTS = {"paired-all": "paired one-sided t-test against each benign reference, largest p",
          "paper": "paired one-sided t-test against the first reference (paper)",

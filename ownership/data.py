@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import paths
+from . import paths, seeds
 from .errors import UserError
+from .natural_images import natural_images
 from .presets import DATASETS
 
 FMNIST_SYSTEM = "/usr/share/datasets/fashion-mnist"
@@ -347,6 +348,9 @@ def role_data(preset, data_dir, seed, role, gamma=None):
       victim-mixed  the victim's part, with the stylised copies in place of the chosen gamma fraction
       victim-clean  the victim's part as it is (benign models: same data, no external feature)
       attacker      the attacker's part (query, fine-tuning data); never seen by the victim
+      natural       surrogate natural images outside the task, as many as the attacker's part (the query
+                    thieves' data as Dataset Inference's threat model has it; ownership/natural_images.py);
+                    their labels are unknown (-1): the victim labels them
       independent   a part nobody else touches (independent models)
       test          the clean test set (evaluation)
       styled-test   the stylised test images (evaluation of the external feature, verification)
@@ -361,6 +365,11 @@ def role_data(preset, data_dir, seed, role, gamma=None):
     if role == "styled-test":
         return load_styled(data_dir, dataset, gamma, "test")
     parts = split_indices(len(ds["train"]), preset["split"], seed)
+    if role == "natural":
+        d = DATASETS[dataset]
+        n = len(parts["attacker"])
+        x = natural_images(n, d["size"], d["channels"], seeds.derive(seed, "natural-queries"))
+        return ImageSet(x, torch.full((n,), -1, dtype=torch.long), ds["train"].classes)
     key = {"victim-mixed": "victim", "victim-clean": "victim"}.get(role, role)
     if key not in parts:
         raise UserError(f"unknown data role {role!r}")

@@ -68,8 +68,10 @@ def with_seeds(path):
     return [path] + _numbered(os.path.dirname(path), os.path.basename(path)[:-3], "-s")
 
 
-def attack(model_dir, mode, arch):
-    return os.path.join(model_dir, "attack", f"atta-{ATTACK_TAGS[mode]}-{arch}.pt")
+def attack(model_dir, mode, arch, variant=""):
+    """model/attack/atta-<tag>-<arch>[-<variant>].pt; variant: a query thief's data other than the preset's
+    default (constants.QUERY_DATA), so that both kinds of query thief sit side by side."""
+    return os.path.join(model_dir, "attack", f"atta-{ATTACK_TAGS[mode]}-{arch}{'-' + variant if variant else ''}.pt")
 
 
 THEFT_TAG = "theft"  # steal.py --tag of the defender's simulated thefts: seeds that no attack uses

@@ -14,7 +14,7 @@ for that dataset unless --preset says otherwise.
 import copy
 import math
 
-from .constants import COLUMNS
+from .constants import COLUMNS, QUERY_DATA
 from .errors import UserError
 
 DATASETS = {
@@ -86,6 +86,14 @@ PRESETS = {
             "zero-shot": dict(iterations=40, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100,
                               gen_width=16),
         },
+        # what the query thieves (label-query, logit-query) ask the victim with, constants.QUERY_DATA: the first
+        # is the attack of the reference naming (atta-label-wrn10-1.pt), the others are trained beside it as rows
+        # of their own (atta-label-wrn10-1-natural.pt). attacker: unlabelled images of the task's own distribution
+        # that the victim never saw, as Dataset Inference's thieves ask CIFAR-10's victim with TinyImages, the
+        # collection CIFAR-10 was drawn from [DI, their code]; natural: surrogate natural images from outside the
+        # task (ownership/natural_images.py), as Knockoff Nets' thieves; on dev seeds 60-61 they stole 7-31 % clean
+        # accuracy, a weak theft (docs/VALIDITY.md, "Query thieves")
+        query_data=("attacker", "natural"),
         independents=[("wrn10-1", 101), ("wrn16-1", 102)],
         # harder negatives of the validity study (reproduce.py --hard-negatives): independent models
         # trained with recipes the defender never used, as train_model.py flags (docs/VALIDITY.md)
@@ -164,6 +172,7 @@ PRESETS = {
             "zero-shot": dict(iterations=80000, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1,
                               z_dim=100),  # budget [Z] 80k iterations; DFAD 5 student steps/gen step
         },
+        query_data=("attacker", "natural"),  # as fmnist: the thief's data [DI]
         independents=[("wrn16-1", 101), ("wrn28-10", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),      # 100 epochs, lr 0.01 [R]
         clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0], thefts=()),  # as fmnist but no
@@ -187,6 +196,7 @@ PRESETS = {
             "logit-query": dict(epochs=20, lr=0.1, batch=256, **_REF),
             "zero-shot": dict(iterations=20000, batch=64, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100),
         },
+        query_data=("attacker", "natural"),  # as fmnist: the thief's data [DI]
         independents=[("resnet18-imgnet", 101), ("resnet34-imgnet", 102)],
         clf=dict(epochs=100, lr=0.01, batch=128, hidden_cap=1024),
         clf_models=dict(victims=2, benigns=4, weak=[256, 512, 0, 0, 0, 0], thefts=()),  # as fmnist but no
@@ -251,6 +261,10 @@ def get_preset(name, scale=1.0):
         raise UserError(f"--scale {scale} must be positive (e.g. 0.1 for a short run)")
     p = copy.deepcopy(PRESETS[name])
     p["name"], p["scale"] = name, scale
+    kinds = list(p.get("query_data", ()))
+    if not kinds or len(set(kinds)) < len(kinds) or not set(kinds) <= set(QUERY_DATA):
+        raise UserError(f"preset {name!r}: query_data {kinds} must list distinct kinds of the query thieves' data, "
+                        f"the default first, from: {', '.join(QUERY_DATA)}")
 
     def s(v, factor=scale, floor=1):
         return max(min(v, floor), int(round(v * factor)))  # never more than v because of the floor
