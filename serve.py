@@ -178,10 +178,10 @@ class Handler(BaseHTTPRequestHandler):
         p = blackbox.model_probs(srv.model, x, srv.dataset, srv.device).double().numpy()
         if srv.label_only:
             return {"labels": p.argmax(1).tolist()}
+        order = np.argsort(-p, axis=1, kind="stable")[:, :srv.top_k or p.shape[1]]  # the best, at full precision
         if srv.decimals is not None:
             p = np.round(p, srv.decimals)
         if srv.top_k:
-            order = np.argsort(-p, axis=1, kind="stable")[:, :srv.top_k]
             return {"top": [[[int(c), float(row[c])] for c in cs] for row, cs in zip(p, order)]}
         return {"probs": p.tolist()}
 

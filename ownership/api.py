@@ -218,16 +218,22 @@ def answers(args, verifier):
             raw, form = checks.normalise(*data, args.predictions)
         source = dict(predictions=os.path.abspath(args.predictions), n_queries=len(table))
         return raw, ({} if args.label_only else form), source, None
+    return ask_endpoint(args, verifier.queries, table, meta["digest"], n)
+
+
+def ask_endpoint(args, q, table, digest, num_classes):
+    """--endpoint: the answers to the uint8 queries q (table order; `digest` their sha256), through the
+    answer cache. Returns (raw, form, source, rows) as `answers`."""
     schema = endpoint.schema(args.api_protocol, args.model_name, args.oip_input, args.oip_output)
     client = endpoint.Client(args.endpoint, schema, timeout=args.api_timeout, deadline=args.api_deadline,
                              max_bytes=args.api_max_bytes, retries=args.api_retries, backoff=args.api_backoff,
                              max_qps=args.max_qps, auth=endpoint.auth_from_env(args.api_auth_env))
     name = suspect_name(args)
-    key, kid = answer_cache.key_of(endpoint.redact(args.endpoint), args.api_protocol, args.model_name, meta["digest"],
+    key, kid = answer_cache.key_of(endpoint.redact(args.endpoint), args.api_protocol, args.model_name, digest,
                                    args.label_only, name)
     path = args.api_cache or os.path.join(args.prob_dir, args.dataset, f"api-cache-{name}.jsonl")
     cache = answer_cache.Cache(path, key, kid)
-    raw, form, info = answer_cache.ask(client, cache, verifier.queries, table, n, label_only=args.label_only,
+    raw, form, info = answer_cache.ask(client, cache, q, table, num_classes, label_only=args.label_only,
                                        batch=args.api_batch, refresh=args.refresh, n_recheck=args.api_recheck)
     rows = [dict(id=r["id"], **{k: e[k] for k in ("probs", "label") if k in e})
             for r, e in zip(table, info.pop("entries"))]

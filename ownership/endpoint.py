@@ -310,7 +310,6 @@ class Client:
         self.session = requests.Session()
         self.session.mount("http://", _Adapter())
         self.session.mount("https://", _Adapter())
-        self.session.max_redirects = 0
         if auth is not None:
             self.session.auth = auth
         self._next, self.sent = 0.0, 0
