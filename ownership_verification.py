@@ -18,17 +18,25 @@ replaces another suspect's file without --force.
 A suspect behind a prediction API (no checkpoint, any architecture; docs/API.md):
     python ownership_verification.py --access black-box --export-queries queries/
     python ownership_verification.py --access black-box --predictions answers.jsonl
-    python ownership_verification.py --access black-box --endpoint http://127.0.0.1:8000/ [--label-only]
+    python ownership_verification.py --access black-box --endpoint http://127.0.0.1:8000/ --suspect-name acme [--label-only]
 It uses the per-dataset black-box meta-classifier (model/clf/blackbox-<dataset>.pt) and the held-out
-references of every architecture (probabilities: prob/<dataset>/api-<file name or 'endpoint'>-blackbox.npz).
+references of every architecture (probabilities: prob/<dataset>/api-<suspect name>-blackbox.npz).
+
+Every verdict also writes its record (the JSON line, with `evidence`: checksums, commit, seeds,
+protocol; docs/API.md) next to the probabilities, as <same name>.json; the API's answers go to
+<same name>.answers.jsonl. To check a record offline:
+    python ownership_verification.py --verify-record prob/fmnist/api-acme-blackbox.json
 """
+import argparse
+import hashlib
 import os
 import sys
 
 import numpy as np
 
 from network import MODELS
-from ownership import api, cli, jsonio, paths
+from ownership import answers as checks
+from ownership import api, cli, evidence, jsonio, paths
 from ownership.checkpoints import FirstOutputs, atomic_write, load_model
 from ownership.constants import BLACK_BOX, COLUMNS, MODES, TESTS
 from ownership.data import load_styled
@@ -84,6 +92,9 @@ def get_parser():
     p.add_argument("--index", type=int, default=1, help="which independent model for --mode independent")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--force", action="store_true", help="replace a probabilities file another suspect wrote")
+    p.add_argument("--verify-record", metavar="FILE", default=None,
+                   help="recompute the p-value of a verdict's record (its .json file) offline from the files it names, "
+                        "checked against their sha256, and say whether it matches")
     api.add_arguments(p)  # --export-queries, --predictions, --endpoint, --label-only ... (ownership/api.py)
     return cli.add_common(p)
 
@@ -146,15 +157,14 @@ def api_suspect(args):
     if not benign:
         raise UserError(f"no held-out benign references (benign-<arch>-ref*.pt) in {args.model_dir}/benign; train "
                         f"them with 'python train_model.py --role benign --tag=-ref' or pass --b")
-    source = os.path.abspath(args.predictions) if args.predictions else args.endpoint
-    return source, benign, args.clf or paths.clf(args.model_dir, args.dataset, None, "black-box")
+    return api.identity(args), benign, args.clf or paths.clf(args.model_dir, args.dataset, None, "black-box")
 
 
 def prob_path(args, suspect):
     """Where this run's probabilities go: the mode's file, or one named from an explicit suspect (a
     file, a predictions file, or 'endpoint')."""
     if api.requested(args):
-        name = "api-" + (os.path.basename(args.predictions) if args.predictions else "endpoint")
+        name = "api-" + api.suspect_name(args)
     elif args.suspect:
         name = "suspect-" + os.path.basename(suspect)
     else:
@@ -177,15 +187,30 @@ def claim(path, suspect, force):
                         f"--prob-dir")
 
 
-def main(args):
-    cli.seed_everything(args.seed)
-    device = cli.get_device(args.gpu)
+def claim_answers(path, sha, force):
+    """Refuse to replace the results of the same suspect name and URL whose answers were other ones
+    (another model behind the URL), unless `force`."""
+    if force or not os.path.exists(path):
+        return
+    try:
+        previous = str(np.load(path)["answers_sha256"])
+    except Exception:
+        return
+    if previous != sha:
+        raise UserError(f"{path} holds the results of other answers of this suspect name and URL (another model?); "
+                        f"pass another --suspect-name, or --force to replace them")
+
+
+def queries_sha256(verifier):
+    """sha256 of what every model was asked: the black-box queries, else the stylised images (uint8)."""
+    x = verifier.queries if verifier.access == "black-box" else verifier.images.x
+    return hashlib.sha256(x.numpy().tobytes()).hexdigest()
+
+
+def verdict(args, device, check_claim=True):
+    """The verification, writing nothing: (test record r, verdict record, verifier, probabilities path,
+    the API's answers as received or None)."""
     through_api = api.requested(args)
-    if through_api:
-        api.check_args(args)
-        if args.export_queries:
-            return api.export(args)
-        args.access = "black-box"
     protocol = protocol_of(args)
     if through_api:
         suspect, benign, clf = api_suspect(args)
@@ -195,23 +220,79 @@ def main(args):
         suspect = os.path.abspath(path)
         made_by = f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}"
     out = prob_path(args, suspect)
-    claim(out, suspect, args.force)
+    if check_claim:
+        claim(out, suspect, args.force)
     verifier = Verifier(clf, benign, load_styled(args.data_dir, args.dataset, args.gamma, "test"), args.dataset,
                         device, protocol, seed=args.seed, data_dir=args.data_dir, batch_size=args.batch_size,
                         made_by=made_by, label_only=args.label_only)
-    source = {}
+    source, rows, form = {}, None, {}
     if through_api:
-        answers, source = api.answers(args, verifier)
+        answers, form, source, rows = api.answers(args, verifier)
+        reduce = checks.reducer(form)
+        if reduce is not None:
+            api.note_form(form, DATASETS[args.dataset]["num_classes"])
+            verifier.reduce_like(reduce)
         r = verifier(answers=answers)
     else:
         r = verifier(model)
-    arrays = {k: r[k] for k in ("p_suspect", "p_references", "answers") if k in r}
-    atomic_write(out, lambda tmp: np.savez(tmp, **arrays, image_index=verifier.images.idx.numpy(), suspect=suspect))
-    print(f"result:  p-val: {r['p_value']} mu: {r['delta_mu']}")
-    record = {k: v for k, v in r.items() if k not in ("images", *arrays)}
+    record = {k: v for k, v in r.items() if k not in ("images", "p_suspect", "p_references", "answers")}
     record.update(mode=args.mode if (args.suspect or through_api) else (args.mode or "source"), suspect=suspect,
                   references=benign, clf=clf, protocol=protocol.record(), label_only=args.label_only,
-                  probabilities=out, **source)
+                  answers_form=form, probabilities=out, **source)
+    record["evidence"] = dict(queries_sha256=queries_sha256(verifier))
+    return r, record, verifier, out, rows
+
+
+def verify_record(args, device):
+    """--verify-record FILE: rerun the record's verification on the files it names (checked against
+    their sha256), offline, and compare the p-values (ownership/evidence.py)."""
+    record, ev = evidence.load_record(args.verify_record)
+    flags = ev.get("flags") or {}
+    proto = ev["protocol"]
+    a = argparse.Namespace(**vars(args))
+    a.__dict__.update(dataset=ev["dataset"], seed=ev["seed"], gamma=ev["gamma"], access=ev["access"],
+                      black_box=ev.get("black_box"), label_only=ev["label_only"], test=proto["test"], m=proto["m"],
+                      tau=proto["tau"], alpha=proto["alpha"], preset=None, benign=[r["path"] for r in ev["references"]],
+                      clf=ev["clf"]["path"] if ev.get("clf") else None, predictions=ev.get("answers_file"),
+                      suspect=ev.get("suspect_file"), endpoint=None, export_queries=None, queries=None,
+                      model=flags.get("model"), classes_subset=flags.get("classes_subset"), mode=flags.get("mode"),
+                      suspect_name=None)
+    _, again, _, _, _ = verdict(a, device, check_claim=False)
+    summary = evidence.compare(args.verify_record, record, again)
+    print(jsonio.dumps(summary))
+    return summary
+
+
+def main(args):
+    cli.seed_everything(args.seed)
+    device = cli.get_device(args.gpu)
+    if args.verify_record:
+        return verify_record(args, device)
+    through_api = api.requested(args)
+    if through_api:
+        api.check_args(args)
+        if args.export_queries:
+            return api.export(args)
+        args.access = "black-box"
+    r, record, verifier, out, rows = verdict(args, device)
+    answers_file = args.predictions
+    if rows is not None:  # the endpoint's answers as received: the evidence that stands in for the API
+        answers_file = os.path.splitext(out)[0] + ".answers.jsonl"
+        text = evidence.answers_text(rows)
+        claim_answers(out, hashlib.sha256(text.encode()).hexdigest(), args.force)
+        evidence.write_text(answers_file, text)
+    record["evidence"] = evidence.build(
+        queries_sha256=record["evidence"]["queries_sha256"], references=record["references"], clf=record["clf"],
+        seed=args.seed, dataset=args.dataset, gamma=args.gamma, access=args.access, black_box=args.black_box,
+        label_only=args.label_only, form=record["answers_form"], protocol=record["protocol"],
+        answers_file=answers_file, suspect_file=None if through_api else record["suspect"],
+        flags=dict(model=args.model, classes_subset=args.classes_subset, mode=args.mode))
+    arrays = {k: r[k] for k in ("p_suspect", "p_references", "answers") if k in r}
+    extra = {"answers_sha256": record["evidence"]["answers_sha256"]} if rows is not None else {}
+    atomic_write(out, lambda tmp: np.savez(tmp, **arrays, image_index=verifier.images.idx.numpy(),
+                                           suspect=record["suspect"], **extra))
+    evidence.write_record(os.path.splitext(out)[0] + ".json", record)
+    print(f"result:  p-val: {r['p_value']} mu: {r['delta_mu']}")
     print(jsonio.dumps(record))
     return record
 

@@ -50,12 +50,17 @@ def load_checkpoint(path, what="checkpoint", made_by=None):
         raise UserError(f"{what} {path} does not exist{hint}")
     if path.endswith(".safetensors"):
         return _load_safetensors(path)
+    other = not_a_checkpoint(path)
+    if other:
+        raise UserError(f"{path} is {other}, not a PyTorch checkpoint; get the model's own file again (a .pt/.pth "
+                        f"made by torch.save, or a .safetensors file)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else ""
         raise UserError(f"{path} is not a plain weights checkpoint and was refused without running it "
-                        f"({first[:120]}); ask for the state_dict or a .safetensors file") from None
+                        f"({first[:120]}); ask its owner for the state_dict (torch.save(model.state_dict(), f)) or a "
+                        f".safetensors file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(f"{path} is truncated or corrupt ({e.__class__.__name__}: {str(e)[:100]}); "
                         f"copy it again{hint}") from None
@@ -63,13 +68,13 @@ def load_checkpoint(path, what="checkpoint", made_by=None):
         return {"state_dict": obj}
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict with a 'state_dict'; "
-                        f"re-save the weights alone: {resave_snippet(path)}")
+                        f"{resave_snippet(path)}")
     if _is_tensor_dict(obj.get("state_dict")):
         return obj
     found = _tensor_dicts(obj)
     if not found:
         raise UserError(f"{path} holds a dict with keys {_key_list(obj)} and none of them is a state_dict "
-                        f"(a dict of tensors); re-save the weights alone: {resave_snippet(path)}")
+                        f"(a dict of tensors); {resave_snippet(path)}")
     ck = {k: v for k, v in obj.items() if not isinstance(v, dict)}  # arch, num_classes, epoch ...
     if len(found) == 1:
         (key, sd), = found.items()
@@ -99,17 +104,47 @@ def _key_list(d, n=8):
     return "[" + ", ".join(keys[:n]) + (f", ... {len(keys) - n} more" if len(keys) > n else "") + "]"
 
 
+MAGIC = [  # (leading bytes, what the file is): files passed as a checkpoint that are none
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive (unpack it first)"), (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights?)"),
+    (b"version https://git-lfs", "a Git LFS pointer, not the file itself (fetch it with git lfs pull)"),
+]
+
+
+def not_a_checkpoint(path):
+    """What the file at `path` is when it is plainly no PyTorch checkpoint (neither torch.save's zip
+    nor its legacy pickle): 'empty', 'an HTML page ...', 'a PNG image', 'text' ...; None otherwise.
+    Reads the first 512 bytes only."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or a (legacy) pickle
+        return None
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            return what
+    low = head.lstrip().lower()
+    if low.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in low:
+        return "an HTML page (a failed download? e.g. a login or error page)"
+    if low.startswith((b"{", b"[")):
+        return "JSON text"
+    try:
+        head.decode("utf-8")
+        return "text" if b"\x00" not in head else None
+    except UnicodeDecodeError:
+        return None
+
+
 def resave_snippet(path, key=None):
-    """A one-line command that re-saves the weights of `path` as a bare state_dict next to it: the
-    entry `key` of a dict, or the state_dict of a pickled model (which runs the file's code: only for
-    a file from a trusted source)."""
+    """Python lines (not a shell command: the file name is untrusted) that re-save the weights under
+    `key` of the checkpoint at `path` as a bare state_dict next to it, read with weights_only=True;
+    without a usable key, what to ask the file's owner for."""
     out = os.path.splitext(path)[0] + "-state_dict.pt"
-    if key is not None:
-        get = "".join(f"[{k!r}]" for k in key.split("."))
-        return f"python -c \"import torch; torch.save(torch.load({path!r}, weights_only=True){get}, {out!r})\""
-    return (f"python -c \"import torch; m = torch.load({path!r}, weights_only=False); "
-            f"torch.save(m.state_dict() if hasattr(m, 'state_dict') else m['<key of the weights>'], {out!r})\" "
-            f"(weights_only=False runs the file's code: only on a file you trust)")
+    if key is None or len(repr(key)) > 80:
+        return "ask its owner for the state_dict (torch.save(model.state_dict(), f)) or a .safetensors file"
+    get = "".join(f"[{k!r}]" for k in key.split("."))
+    return (f"in Python: import torch; torch.save(torch.load({path!r}, weights_only=True){get}, {out!r})")
 
 
 def _load_safetensors(path):

@@ -25,6 +25,8 @@ QUERY_DATA the query thieves' data (label-query, logit-query): attacker (unlabel
 BLACK_BOX  the black-box meta-classifiers: per-arch (one per architecture) or any-arch (one over
            every architecture, for a suspect whose architecture is unknown, e.g. behind an API)
 TESTS      the hypothesis tests of ownership/stats.py, by name
+API_PROTOCOLS  the schemas a prediction API may speak (--api-protocol): move (ours, docs/API.md) or oip (the
+           Open Inference Protocol, KServe v2: Triton, KServe, TorchServe, MLServer)
 AMP        mixed-precision settings of the training steps (ownership.training.amp_dtype)
 ALPHA      the significance level of a verdict [P, Sec. 5.1]
 """
@@ -47,5 +49,6 @@ TESTS = {"paired-all": "paired one-sided t-test against each benign reference, l
          "paper": "paired one-sided t-test against the first reference (paper)",
          "spread": "model-level one-sided t-test against the benign references' means",
          "reference": "reference: Welch two-sided, harmonic mean of 40 draws"}
+API_PROTOCOLS = ("move", "oip")
 AMP = ("auto", "bf16", "none")
 ALPHA = 0.01

@@ -157,6 +157,7 @@ class Verifier:
         if label_only and self.access != "black-box":
             raise UserError(f"--label-only needs a black-box meta-classifier; {clf_path} is {self.access}")
         self.label_only = label_only
+        self.reduce = None  # black-box: the suspect API's rounding/top-k (answers.reducer), applied to every model
         # the classifier's features, made as its training sets were (white-box classifiers made before
         # input gradients: the paper's weight signs, with the transform; black-box ones made before the
         # choice: prediction shifts), and for input gradients the stylised images' clean originals
@@ -194,8 +195,16 @@ class Verifier:
     def answered(self, answers):
         """A model's answers to `queries` as the verification reads them: float32 (Q, num_classes)
         probability rows, or under label_only the one-hot rows of their top labels."""
-        answers = np.asarray(answers, np.float32)
+        answers = np.asarray(answers, np.float32) if self.reduce is None else self.reduce(answers)
         return blackbox.one_hot(answers.argmax(1), answers.shape[1]).numpy() if self.label_only else answers
+
+    def reduce_like(self, reduce):
+        """Compare like with like: reduce every model's answers with `reduce` (the suspect API's form) and
+        recompute the references' P(stolen)."""
+        self.reduce, d = reduce, DATASETS[self.dataset]
+        self.p_references = np.stack([self.probabilities(load_model(r, None, d["num_classes"], d["channels"],
+                                                                    self.device, "reference model")[0])
+                                      for r in self.references])
 
     def from_answers(self, answers):
         """P(stolen) (N,) from a model's answers to `queries` (blackbox.queries order)."""

@@ -232,11 +232,11 @@ def test_resume_after_server_failure(smoke, expected, tmp_path, capsys):
         assert s.srv.requests == 3 + 3  # three answered, then the failing one tried 1 + 2 times
         s.srv.fail_after, s.srv.requests = None, 0  # the API recovers
         r = verify(smoke, tmp_path, "--endpoint", s.url, *flags)
-        assert s.srv.requests == 7 and r["requests"] == 7  # only the missing 700 queries
-        assert len(cache.read_text().splitlines()) == 1000
+        assert s.srv.requests == 1 + 7 and r["requests"] == 8  # the re-ask of 8 cached, then the missing 700
+        assert len(cache.read_text().splitlines()) == 1000 and r["reused"] == 300
         s.srv.requests = 0
         again = verify(smoke, tmp_path, "--endpoint", s.url, *flags)
-        assert s.srv.requests == 0  # all cached
+        assert s.srv.requests == 1  # all cached: only the re-ask
     for x in (r, again):
         assert x["p_value"] == pytest.approx(expected["stolen"]["p_value"], rel=1e-6, abs=1e-12)
 
@@ -249,3 +249,39 @@ def test_unreachable_endpoint_and_argument_errors(smoke, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "drop them" in err[0]
     code, err = run_cli(smoke, tmp_path, capsys, "--predictions", str(tmp_path / "none.npy"))
     assert code == 2 and len(err) == 1 and "does not exist" in err[0]
+
+
+def test_evidence_record_and_verify_record(smoke, tmp_path, capsys):
+    """The record names every file with its sha256 and recomputes offline; rounded answers (serve.py
+    --decimals 2) are reduced like with like, also when recomputed; a changed file is named."""
+    with Server(smoke["stolen"], decimals=2) as s:
+        r = http(smoke, tmp_path, s.url, "--suspect-name", "acme")
+    assert r["answers_form"] == {"decimals": 2, "top_k": None}
+    ev = r["evidence"]
+    assert len(ev["queries_sha256"]) == 64 and ev["seed"] == 0 and ev["protocol"]["test"] == r["protocol"]["test"]
+    assert ev["answers_file"].endswith("api-acme-blackbox.answers.jsonl") and len(ev["answers_sha256"]) == 64
+    assert [x["path"] for x in ev["references"]] == [os.path.abspath(p) for p in smoke["refs"]] and ev["clf"]["sha256"]
+    record = tmp_path / "prob" / "fmnist" / "api-acme-blackbox.json"
+    summary = verify(smoke, tmp_path, "--verify-record", str(record))
+    assert summary["matches"] and summary["p_value_recomputed"] == r["p_value"]
+    with open(ev["answers_file"], "a") as f:
+        f.write("\n")
+    code, err = run_cli(smoke, tmp_path, capsys, "--verify-record", str(record))
+    assert code == 2 and "answers file" in err[0] and "sha256 differs" in err[0], err
+
+
+def test_another_model_at_the_same_url_keeps_the_first_result(smoke, tmp_path, capsys):
+    """The issue's false accusation and overwritten result: the independent model served where the
+    stolen one was is refused by the cache check, and --refresh cannot replace the first result."""
+    with Server(smoke["stolen"]) as s:
+        first = http(smoke, tmp_path, s.url)
+        s.srv.model = load_model(smoke["indep"])[0].eval()
+        code, err = run_cli(smoke, tmp_path, capsys, "--endpoint", s.url, "--api-cache", str(tmp_path / "cache.jsonl"),
+                            "--max-qps", "0", "--api-batch", "100")
+        assert code == 2 and "the model behind the URL has changed" in err[0], err
+        code, err = run_cli(smoke, tmp_path, capsys, "--endpoint", s.url, "--api-cache", str(tmp_path / "cache.jsonl"),
+                            "--max-qps", "0", "--api-batch", "100", "--refresh")
+        assert code == 2 and "other answers of this suspect name and URL" in err[0], err
+        other = http(smoke, tmp_path, s.url, "--suspect-name", "indep")
+    assert other["p_value"] != first["p_value"]
+    assert str(np.load(tmp_path / "prob" / "fmnist" / "api-endpoint-blackbox.npz")["suspect"]) == first["suspect"]

@@ -92,10 +92,10 @@ def test_weights_nested_under_another_key(w, fx, layout):  # noqa: F811
 def test_nested_weights_ambiguous_or_absent(w, fx):  # noqa: F811
     two = save(w, "two.pt", {"model": fx["sd"], "ema": fx["sd"], "epoch": 1})
     fails(call("ownership_verification.py", f"--s={two}", "--model=wrn10-1", *fx["flags"]),
-          "two.pt", "2 state_dicts that fit wrn10-1", "'model'", "'ema'", "python -c", "torch.save(")
+          "two.pt", "2 state_dicts that fit wrn10-1", "'model'", "'ema'", "in Python: import torch", "weights_only=True)['model']")
     none = save(w, "none.pt", {"weights": [1.0, 2.0], "epoch": 3})
     fails(call("ownership_verification.py", f"--s={none}", "--model=wrn10-1", *fx["flags"]),
-          "none.pt", "['weights', 'epoch']", "none of them is a state_dict", "python -c")
+          "none.pt", "['weights', 'epoch']", "none of them is a state_dict", "ask its owner for the state_dict")
 
 
 # ----------------------------------------------------------------------------- 3. foreign architecture names
