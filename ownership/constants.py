@@ -24,6 +24,9 @@ BLACK_BOX  the black-box meta-classifiers: per-arch (one per architecture) or an
 TESTS      the hypothesis tests of ownership/stats.py, by name
 AMP        mixed-precision settings of the training steps (ownership.training.amp_dtype)
 ALPHA      the significance level of a verdict [P, Sec. 5.1]
+DI_NORMS   the norms of Dataset Inference's features, in the order of a feature row (Maini et al.,
+           ICLR 2021, code: l_inf, l2, l1)
+DI_FEATURES  Dataset Inference's features: blind-walk (black-box, top-1 labels only) or mingd (white-box)
 """
 import os
 
@@ -44,3 +47,5 @@ TESTS = {"paired-all": "paired one-sided t-test against each benign reference, l
          "reference": "reference: Welch two-sided, harmonic mean of 40 draws"}
 AMP = ("auto", "bf16", "none")
 ALPHA = 0.01
+DI_NORMS = ("linf", "l2", "l1")
+DI_FEATURES = ("blind-walk", "mingd")
