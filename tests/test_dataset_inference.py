@@ -1,6 +1,8 @@
 """Dataset Inference (ownership/dataset_inference.py): Blind Walk and MinGD against the closed-form margins of
 a linear model, the one-sided Welch test against scipy, the combined rule at alpha / 2, one row per image,
 query counting, and the refusals (constant suspect, short answers, a public set in a training part)."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -270,3 +272,21 @@ def test_sets_disjoint_and_overlap_refused(tmp_path):
     with pytest.raises(UserError, match="pass --seed 0") as e:
         di.check_sets(sets, other, styled, "pass --seed 0")
     assert "\n" not in str(e.value)
+
+
+def test_script_results_never_overwrite(tmp_path):
+    """dataset_inference.py names its results file after the first free one and refuses an existing --out."""
+    import argparse
+    import dataset_inference as script
+    args = argparse.Namespace(out=None, force=False, results_dir=str(tmp_path), victim="model/victim/vict-wrn16-1.pt",
+                              feature="blind-walk")
+    first = script.out_path(args, "fmnist")
+    assert first.endswith("fmnist/di-vict-wrn16-1-blind-walk.json")
+    os.makedirs(os.path.dirname(first))
+    open(first, "w").close()
+    assert script.out_path(args, "fmnist").endswith("di-vict-wrn16-1-blind-walk-2.json")
+    args.out = first
+    with pytest.raises(UserError, match="--force"):
+        script.out_path(args, "fmnist")
+    args.force = True
+    assert script.out_path(args, "fmnist") == first
