@@ -29,6 +29,9 @@ API_PROTOCOLS  the schemas a prediction API may speak (--api-protocol): move (ou
            Open Inference Protocol, KServe v2: Triton, KServe, TorchServe, MLServer)
 AMP        mixed-precision settings of the training steps (ownership.training.amp_dtype)
 ALPHA      the significance level of a verdict [P, Sec. 5.1]
+DI_NORMS   the norms of Dataset Inference's features, in the order of a feature row (Maini et al.,
+           ICLR 2021, code: l_inf, l2, l1)
+DI_FEATURES  Dataset Inference's features: blind-walk (black-box, top-1 labels only) or mingd (white-box)
 """
 import os
 
@@ -52,3 +55,5 @@ TESTS = {"paired-all": "paired one-sided t-test against each benign reference, l
 API_PROTOCOLS = ("move", "oip")
 AMP = ("auto", "bf16", "none")
 ALPHA = 0.01
+DI_NORMS = ("linf", "l2", "l1")
+DI_FEATURES = ("blind-walk", "mingd")

@@ -293,3 +293,30 @@ def get_preset(name, scale=1.0):
         p["styled_test"] = s(p["styled_test"], floor=max(per_column(p["m"], c) for c in COLUMNS))
         p["eval_test"] = s(p["eval_test"], floor=100) if p.get("eval_test") else float(scale)
     return p
+
+
+# Dataset Inference (Maini et al., ICLR 2021), the second witness (ownership/dataset_inference.py,
+# docs/DATASET_INFERENCE.md). Values marked [DIc] are the DI code's (github.com/cleverhans-lab/
+# dataset-inference, commit 24baf46: src/attacks.py rand_steps and mingd, src/params.py, the notebooks).
+DI = dict(
+    # Blind Walk: per norm, a random direction (l_inf: uniform +-0.005 per pixel; l2: Gaussian sd 0.005;
+    # l1: Laplace scale 0.01), walked j = 1 .. steps times; 10 directions per image and norm [DIc]
+    walk=dict(directions=10, steps=50, linf=0.005, l2=0.005, l1=0.01),
+    # the walk's step sizes were made for CIFAR-10 [DIc] (its SVHN run doubles them and the steps); on other
+    # data they are multiplied by walk_scale[dataset] (docs/DATASET_INFERENCE.md, "Step scale"). fmnist, seed-0
+    # victim, 60 + 60 images, 3 directions: at scale 1, 78 / 71 / 29 % of the l_inf / l2 / l1 walks never left the
+    # label within 50 steps; at 2, 62 / 35 / 12 %; at 4, 21 / 12 / 7 % (mean stop 21.4); at 8, 8 / 7 / 6 % but a
+    # mean stop of 13 steps (coarse). 4: the smallest of these at which most walks of every norm flip
+    walk_scale=dict(cifar10=1.0, imagenet=1.0, fmnist=4.0),  # fmnist: see the comment above
+    # MinGD: fixed-step descent on (max logit - logit of the target), at most 500 steps; l_inf 0.001 x sign,
+    # l2 0.01 x unit gradient, l1 alpha_l1 / k = 0.01 on the k = 100 largest coordinates, skipping pixels
+    # within gap = 0.001 of the box that would be pushed out [DIc]
+    mingd=dict(iters=500, linf=0.001, l2=0.01, l1=1.0, k=100, gap=0.001),
+    # confidence regressor: 30 -> 100 -> ReLU -> 1 -> tanh, loss -mean((2y - 1) out), full-batch SGD lr 0.1,
+    # 1000 steps, fitted on the victim alone [DIc, notebooks cells 10-12]
+    regressor=dict(hidden=100, lr=0.1, steps=1000),
+    # images per side (private, public) that fit the regressor and that test suspects; the DI code takes
+    # 500 + 500 rows [DIc]; ours are smaller for the 2-core CPU (about 1,000 label queries per image)
+    fit_images=300, test_images=150,
+    m=10,  # images per side of one test [DIc, notebooks: m = 10]
+)

@@ -8,6 +8,7 @@ spread_test     model level: the suspect's mean P(stolen) against the K referenc
                 draw from the benign models' distribution: t = (s - mean_b) / (sd_b sqrt(1 + 1/K)),
                 one-sided, K - 1 degrees of freedom (a normal prediction interval). Accounts for the
                 spread between benign models, which a test against one reference cannot see.
+welch_greater   one-sided Welch t-test (Dataset Inference's test, ownership/dataset_inference.py)
 reference_test  the reference code's protocol: 40 draws of m = 10 images, a two-sided Welch t-test
                 per draw, the harmonic mean of the 40 p-values; delta_mu is the mean difference.
 """
@@ -61,16 +62,39 @@ def spread_test(p_s, refs):
                 test=f"model-level one-sided t-test against {k} benign references")
 
 
+def _welch(a, b):
+    """Welch's t of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom; (None, None) when
+    both samples are constant (no t statistic)."""
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se2 = va + vb
+    if se2 == 0:
+        return None, None
+    t = (a.mean() - b.mean()) / np.sqrt(se2)
+    return float(t), float(se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)))
+
+
 def welch_test(a, b):
     """Two-sided Welch t-test (unequal variances); returns (t, p)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se2 = va + vb
-    if se2 == 0:  # both samples constant: no t statistic
+    t, df = _welch(a, b)
+    if t is None:  # both samples constant: no t statistic
         return None, (0.0 if a.mean() != b.mean() else 1.0)
-    t = (a.mean() - b.mean()) / np.sqrt(se2)
-    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return float(t), float(2 * st.t.sf(abs(t), df))
+    return t, float(2 * st.t.sf(abs(t), df))
+
+
+def welch_greater(a, b):
+    """One-sided Welch t-test of H0: mean(a) <= mean(b) against H1: mean(a) > mean(b), unequal variances
+    (scipy.stats.ttest_ind(a, b, equal_var=False, alternative="greater")). Dataset Inference's test with
+    a = the public images' scores, b = the private images' [Maini et al., ICLR 2021, notebooks cell 14].
+    Returns dict(p_value, delta_mu = mean(a) - mean(b), t, df, m = (len(a), len(b))); both samples
+    constant: t and df None, p 0 or 1 by the sign of delta_mu. Raises ValueError for fewer than 2 values."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"the Welch test needs at least 2 values per sample, got {len(a)} and {len(b)}")
+    t, df = _welch(a, b)
+    diff = float(a.mean() - b.mean())
+    p = (0.0 if diff > 0 else 1.0) if t is None else float(st.t.sf(t, df))
+    return dict(p_value=p, delta_mu=diff, t=t, df=df, m=(len(a), len(b)), test="one-sided Welch t-test")
 
 
 def reference_test(p_s, p_b, m, seed, draws=40):
