@@ -33,7 +33,7 @@ from ownership.checkpoints import FirstOutputs, atomic_write, load_model
 from ownership.constants import BLACK_BOX, COLUMNS, MODES, TESTS
 from ownership.data import load_styled
 from ownership.errors import UserError
-from ownership.presets import DATASETS, PRESETS, get_preset
+from ownership.presets import DATASETS
 from ownership.verify import Protocol, Verifier
 
 
@@ -53,9 +53,6 @@ def get_parser():
     p.add_argument("--clf_root", "--c", dest="clf", default=None,
                    help="meta-classifier (default: model/clf/gradsign-<dataset>-<arch>.pt, or for --access black-box "
                         "blackbox-<dataset>.pt; see --black-box)")
-    p.add_argument("--preset", default=None, choices=list(PRESETS),
-                   help="where the protocol (test, m, tau) comes from (default: the dataset's preset: fmnist, "
-                        "cifar10, imagenet)")
     p.add_argument("--test", default=None, choices=list(TESTS),
                    help="paired-all: the paper's one-sided paired t-test against every reference, the largest p; "
                         "paper: against the first only; spread: the suspect's mean against the references' means "
@@ -85,23 +82,17 @@ def get_parser():
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--force", action="store_true", help="replace a probabilities file another suspect wrote")
     api.add_arguments(p)  # --export-queries, --predictions, --endpoint, --label-only ... (ownership/api.py)
-    return cli.add_common(p)
+    return cli.add_common(p, preset=True)
 
 
-def preset_of(args):
-    """The preset whose protocol and black-box classifier the run uses: --preset, else the dataset's own."""
-    return get_preset(args.preset or DATASETS[args.dataset]["preset"])
-
-
-def protocol_of(args):
-    """The run's Protocol: the preset's (--preset, else the dataset's own) for the --access column (its
-    margin tau), with the flags given."""
-    preset = preset_of(args)
+def protocol_of(args, preset):
+    """The run's Protocol: the preset's (--preset, else the dataset's own: cli.preset_of) for the --access
+    column (its margin tau), with the flags given."""
     extra = {} if args.alpha is None else dict(alpha=args.alpha)
     return Protocol.from_preset(preset, args.test, args.m, args.tau, column=args.access, **extra)
 
 
-def resolve(args, device="cpu"):
+def resolve(args, preset, device="cpu"):
     """The suspect (path, model, checkpoint), its references and meta-classifier paths, from --mode and
     --dataset unless given. The suspect is loaded first: its architecture decides the rest."""
     d = DATASETS[args.dataset]
@@ -127,7 +118,7 @@ def resolve(args, device="cpu"):
                   f"(--classes-subset first)", file=sys.stderr)
             model = FirstOutputs(model, n)
     arch = ck.get("arch") or args.model
-    any_arch = args.access == "black-box" and (args.black_box or preset_of(args)["black_box"]) == "any-arch"
+    any_arch = args.access == "black-box" and (args.black_box or preset["black_box"]) == "any-arch"
     benign = args.benign or (paths.all_references(args.model_dir) if any_arch else paths.references(args.model_dir, arch)) \
         or [paths.benign(args.model_dir, arch)]
     for b in benign:
@@ -178,6 +169,7 @@ def claim(path, suspect, force):
 
 
 def main(args):
+    preset = cli.preset_of(args)
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     through_api = api.requested(args)
@@ -186,12 +178,12 @@ def main(args):
         if args.export_queries:
             return api.export(args)
         args.access = "black-box"
-    protocol = protocol_of(args)
+    protocol = protocol_of(args, preset)
     if through_api:
         suspect, benign, clf = api_suspect(args)
         model, made_by = None, f"python train_clf.py --access black-box --dataset {args.dataset}"
     else:
-        path, model, benign, clf, arch = resolve(args, device)
+        path, model, benign, clf, arch = resolve(args, preset, device)
         suspect = os.path.abspath(path)
         made_by = f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}"
     out = prob_path(args, suspect)
