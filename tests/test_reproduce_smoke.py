@@ -275,8 +275,9 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     """evaluate.py --aggregate-only on a finished seed: rates per access and mode, the m sweep and the
     (m, tau) grid from the saved probabilities, written as strict JSON."""
     import evaluate
+    from ownership import cli
     from ownership.training import amp_name
-    fp = amp_name("cpu", "auto")
+    fp = amp_name(cli.get_device(None), "auto")  # the device evaluate.py runs on: a GPU box's CUDA too
     seed_dir = tmp_path / f"seeds-{fp}" / "0"
     seed_dir.mkdir(parents=True)
     os.symlink(smoke[0] / "results", seed_dir / "results")
