@@ -28,7 +28,7 @@ from ownership import blackbox, cli, gradient_sets, jsonio, metaclf, paths
 from ownership.constants import ACCESSES, BLACK_BOX_FEATURES, WHITE_BOX
 from ownership.errors import UserError
 from ownership.checkpoints import load_model, save_checkpoint
-from ownership.data import load_styled
+from ownership.data import load_styled, originals
 from ownership.presets import DATASETS
 
 
@@ -110,7 +110,7 @@ def main(args):
     d = DATASETS[args.dataset]
     if args.access == "black-box":
         styled = load_styled(args.data_dir, args.dataset, args.gamma, "train")
-        clean_x = blackbox.originals(styled, args.dataset, args.data_dir, "train")
+        clean_x = originals(styled, args.dataset, args.data_dir, "train")
 
     pos_sets, neg_sets = sets(pos), sets(neg)
     if len(augment) > 1:

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import blackbox, gradients, metaclf, stats, training
 from .checkpoints import load_checkpoint, load_model
+from .data import originals
 from .constants import ALPHA, COLUMNS, TESTS
 from .errors import UserError
 from .presets import DATASETS, PER_COLUMN, per_column
@@ -181,9 +182,9 @@ class Verifier:
         self.augment = True if clf.get("augment") is None else clf["augment"]
         self.originals = None
         if self.access == "white-box" and self.feature == "input-gradient":
-            self.originals = blackbox.originals(images, dataset, data_dir, "test")
+            self.originals = originals(images, dataset, data_dir, "test")
         if self.access == "black-box":
-            self.queries = blackbox.queries(images, blackbox.originals(images, dataset, data_dir, "test"), dataset,
+            self.queries = blackbox.queries(images, originals(images, dataset, data_dir, "test"), dataset,
                                             self.clf["views"], seed)
         d = DATASETS[dataset]
         self.p_references = np.stack([
