@@ -33,6 +33,7 @@ from ownership.checkpoints import FirstOutputs, atomic_write, load_model
 from ownership.constants import BLACK_BOX, COLUMNS, MODES, TESTS
 from ownership.data import load_styled
 from ownership.errors import UserError
+from ownership.plan import verdict_files
 from ownership.presets import DATASETS
 from ownership.verify import Protocol, Verifier
 
@@ -118,27 +119,33 @@ def resolve(args, preset, device="cpu"):
                   f"(--classes-subset first)", file=sys.stderr)
             model = FirstOutputs(model, n)
     arch = ck.get("arch") or args.model
-    any_arch = args.access == "black-box" and (args.black_box or preset["black_box"]) == "any-arch"
-    benign = args.benign or (paths.all_references(args.model_dir) if any_arch else paths.references(args.model_dir, arch)) \
-        or [paths.benign(args.model_dir, arch)]
+    clf, benign = column_files(args, preset, arch)
+    benign = args.benign or benign or [paths.benign(args.model_dir, arch)]
     for b in benign:
         if os.path.abspath(b) == os.path.abspath(suspect):
             raise UserError(f"the suspect and a benign reference are the same file ({suspect}); the test "
                             f"would compare a model with itself. Pass other references with --b")
-    clf = None if args.access == "baseline" else \
-        args.clf or paths.clf(args.model_dir, args.dataset, None if any_arch else arch, args.access)
-    return suspect, model, benign, clf, arch
+    return suspect, model, benign, clf if clf is None else args.clf or clf, arch
 
 
-def api_suspect(args):
+def column_files(args, preset, arch):
+    """(meta-classifier or None, references on disk) of the --access column for a suspect of `arch`
+    (None: behind an API), by the any-architecture rule of reproduce.py (ownership.plan.verdict_files)."""
+    return verdict_files(args.access, arch, args.black_box or preset["black_box"],
+                         lambda a: paths.clf(args.model_dir, args.dataset, a, args.access),
+                         lambda a: paths.all_references(args.model_dir) if a is None else paths.references(args.model_dir, a))
+
+
+def api_suspect(args, preset):
     """A suspect behind an API: (its name, the references of every architecture, the per-dataset
     black-box meta-classifier); the suspect's architecture is unknown, so neither may depend on it."""
-    benign = args.benign or paths.all_references(args.model_dir)
+    clf, benign = column_files(args, preset, None)
+    benign = args.benign or benign
     if not benign:
         raise UserError(f"no held-out benign references (benign-<arch>-ref*.pt) in {args.model_dir}/benign; train "
                         f"them with 'python train_model.py --role benign --tag=-ref' or pass --b")
     source = os.path.abspath(args.predictions) if args.predictions else args.endpoint
-    return source, benign, args.clf or paths.clf(args.model_dir, args.dataset, None, "black-box")
+    return source, benign, args.clf or clf
 
 
 def prob_path(args, suspect):
@@ -180,7 +187,7 @@ def main(args):
         args.access = "black-box"
     protocol = protocol_of(args, preset)
     if through_api:
-        suspect, benign, clf = api_suspect(args)
+        suspect, benign, clf = api_suspect(args, preset)
         model, made_by = None, f"python train_clf.py --access black-box --dataset {args.dataset}"
     else:
         path, model, benign, clf, arch = resolve(args, preset, device)

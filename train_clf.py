@@ -66,16 +66,25 @@ def get_parser():
 
 def default_models(args):
     """--pos/--neg, else the defaults of the docstring; black-box without --type: those of every
-    architecture that has a victim (positives) or a benign model (negatives) in --model-dir (issue 16)."""
+    architecture that has a victim (positives) or a benign model (negatives) in --model-dir (issue 16).
+    In reproduce.py's order (ownership/plan.py, classifiers), so that the same models give the same
+    classifier: each kind over every architecture, the victim's architecture first, then the
+    attackers', then any other by name."""
     if args.model_type is None and args.access == "white-box":
         raise UserError("--type is required for --access white-box (the models of one architecture)")
-    v_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "victim")
-    b_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "benign")
+    d = DATASETS[args.dataset]
+    first = [d["victim_arch"], d["attacker_arch"]]
+    order = lambda archs: sorted(archs, key=lambda a: (first.index(a) if a in first else 2, a))  # noqa: E731
+    v_archs = [args.model_type] if args.model_type else order(paths.archs_with(args.model_dir, "victim"))
+    b_archs = [args.model_type] if args.model_type else order(paths.archs_with(args.model_dir, "benign"))
     black = args.access == "black-box"
-    pos = args.pos or [f for a in v_archs for f in paths.with_seeds(paths.victim(args.model_dir, a))
-                       + (paths.thefts(args.model_dir, a, "victim") if black else [])]
-    neg = args.neg or [f for a in b_archs for f in paths.with_seeds(paths.benign(args.model_dir, a))
-                       + (paths.weak_models(args.model_dir, a) + paths.thefts(args.model_dir, a, "benign") if black else [])]
+    every = lambda archs, files: [f for a in archs for f in files(a)]  # noqa: E731
+    m = args.model_dir
+    pos = args.pos or every(v_archs, lambda a: paths.with_seeds(paths.victim(m, a))) + (
+        every(v_archs, lambda a: paths.thefts(m, a, "victim")) if black else [])
+    neg = args.neg or every(b_archs, lambda a: paths.with_seeds(paths.benign(m, a))) + (
+        every(b_archs, lambda a: paths.weak_models(m, a)) + every(b_archs, lambda a: paths.thefts(m, a, "benign"))
+        if black else [])
     return pos, neg
 
 
