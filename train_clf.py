@@ -72,7 +72,7 @@ def default_models(args):
     attackers', then any other by name."""
     if args.model_type is None and args.access == "white-box":
         raise UserError("--type is required for --access white-box (the models of one architecture)")
-    d = DATASETS[args.dataset]
+    d = DATASETS[args.dataset or "fmnist"]  # None before cli.preset_of: its default preset's, fmnist
     first = [d["victim_arch"], d["attacker_arch"]]
     order = lambda archs: sorted(archs, key=lambda a: (first.index(a) if a in first else 2, a))  # noqa: E731
     v_archs = [args.model_type] if args.model_type else order(paths.archs_with(args.model_dir, "victim"))
