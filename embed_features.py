@@ -23,17 +23,10 @@ from PIL import Image
 
 from ownership import cli, data, jsonio, paths, style
 from ownership.constants import REPO
-from ownership.errors import UserError
-from ownership.presets import DATASETS, PRESETS, get_preset
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="split sizes, number of stylised test images and style settings (default: the "
-                        "--dataset's preset, else fmnist)")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="the preset's --scale: fewer style steps and, below 1, a smaller split (as reproduce.py)")
+    p = cli.Parser(__doc__)
     p.add_argument("--style-image", default=None,
                    help=f"style image (default: the pointillist canvas {os.path.relpath(style.STYLE_PATH, REPO)})")
     p.add_argument("--encoder-weights", default=None,
@@ -48,18 +41,13 @@ def get_parser():
     p.add_argument("--preview", nargs="?", const="", default=None, metavar="PNG",
                    help="write originals above their stylised versions (default path: <styled dir>/preview.png)")
     p.add_argument("--force", action="store_true", help="redo even if the folder is up to date")
-    cli.add_common(p)
-    p.set_defaults(dataset=None)   # None: taken from the preset
-    return p
+    return cli.add_common(p, preset=True)  # the split sizes, stylised test images and style settings
 
 
 def settings(args):
     """The preset and every setting that decides the output (what index.json records)."""
-    name = args.preset or DATASETS[args.dataset or "fmnist"]["preset"]
-    preset = get_preset(name, args.scale)
-    if args.dataset is not None and args.dataset != preset["dataset"]:
-        raise UserError(f"--dataset {args.dataset} disagrees with --preset {name} (a {preset['dataset']} "
-                            f"preset); drop --dataset or pass --preset {args.dataset}")
+    preset = cli.preset_of(args)
+    name = args.preset
     cfg = dict(preset["style"])
     for key, val in (("luminance", args.keep_colors), ("steps", args.steps), ("style_weight", args.style_weight)):
         if val is not None:

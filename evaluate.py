@@ -38,7 +38,7 @@ from ownership.checkpoints import atomic_write
 from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO
 from ownership.errors import UserError
 from ownership.training import amp_name
-from ownership.verify import Verifier, describe, detection_rate, protocols_from_record, record_columns, test
+from ownership.verify import describe, detection_rate, protocols_from_record, record_columns, test, verifiers
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -189,23 +189,21 @@ def untrained_verdicts(args, out, variant, runs, protocols):
         work = os.path.join(out, f"seeds-{variant[0]}", str(seed))
         data_dir = os.path.join(work, "data")
         images = role_data(preset, data_dir, seed, "styled-test", preset["gamma"])
-        by_path = {}
+        columns = {}
         for arch, by_access in res["classifiers"].items():
-            verifiers = {}
             for column in COLUMNS:  # the baseline has no classifier: the white-box column's references
                 c = by_access.get(column) or by_access["white-box"]
-                clf = os.path.join(work, c["path"]) if column in by_access else None
-                key = (clf or arch, column)  # the any-arch black-box classifier serves every architecture
-                if key not in by_path:
-                    by_path[key] = Verifier(clf, [os.path.join(work, r) for r in c["references"]], images,
-                                            preset["dataset"], device, protocols[column], seed=seed, data_dir=data_dir,
-                                            label_only=res["label_only"] and column == "black-box")
-                verifiers[column] = by_path[key]
+                columns[arch, column] = (os.path.join(work, c["path"]) if column in by_access else None,
+                                         [os.path.join(work, r) for r in c["references"]])
+        verify = verifiers(columns, images, preset["dataset"], device, protocols, seed=seed, data_dir=data_dir,
+                           label_only=res["label_only"])
+        for arch in res["classifiers"]:
+            by_column = {column: verify[arch, column] for column in COLUMNS}
             for k in range(args.untrained):  # each model built once, verified in every column
                 torch.manual_seed(seeds.derive(seed, "untrained", arch, k))
                 model = get_model(arch, d["num_classes"], d["channels"]).to(device).eval()
-                for column, verify in verifiers.items():
-                    r = verify(model)
+                for column, verifier in by_column.items():
+                    r = verifier(model)
                     f = found.setdefault(column, {}).setdefault(arch, dict(p_values=[], delta_mu=[]))
                     f["p_values"].append(r["p_value"])
                     f["delta_mu"].append(r["delta_mu"])

@@ -36,19 +36,19 @@ def get_parser():
     p.add_argument("--feature", default=None, choices=WHITE_BOX,
                    help="weight-signs: signs of the reduced weight gradients (the paper); input-gradient: the loss "
                         "gradient w.r.t. the image and two log-losses; stylised-loss: the log-loss on the stylised "
-                        "image (default: the dataset's preset's, white_box in ownership/presets.py: fmnist "
+                        "image (default: the preset's, white_box in ownership/presets.py: fmnist "
                         "stylised-loss, cifar10 and imagenet weight-signs)")
     p.add_argument("--augment", dest="augment", action="store_true", default=None,
                    help="apply the training transform to the images (default: the preset's; the reference did)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="use the images as they are instead of the training transform")
-    return cli.add_common(p)
+    return cli.add_common(p, preset=True)
 
 
 def main(args):
+    white_box = cli.preset_of(args)["white_box"]
     cli.seed_everything(args.seed)
     device = dd.setup(cli.get_device(args.gpu))
-    white_box = cli.white_box(args.dataset)
     feature = args.feature or white_box["feature"]
     augment = white_box["augment"] if args.augment is None else args.augment
     out = gradient_sets.collect(args.model_root, args.dataset, args.data_dir, args.grad_dir, args.gamma, args.split,

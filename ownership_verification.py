@@ -41,7 +41,8 @@ from ownership.checkpoints import FirstOutputs, atomic_write, load_model
 from ownership.constants import BLACK_BOX, COLUMNS, MODES, TESTS
 from ownership.data import load_styled
 from ownership.errors import UserError
-from ownership.presets import DATASETS, PRESETS, get_preset
+from ownership.plan import verdict_files
+from ownership.presets import DATASETS
 from ownership.verify import Protocol, Verifier
 
 
@@ -61,9 +62,6 @@ def get_parser():
     p.add_argument("--clf_root", "--c", dest="clf", default=None,
                    help="meta-classifier (default: model/clf/gradsign-<dataset>-<arch>.pt, or for --access black-box "
                         "blackbox-<dataset>.pt; see --black-box)")
-    p.add_argument("--preset", default=None, choices=list(PRESETS),
-                   help="where the protocol (test, m, tau) comes from (default: the dataset's preset: fmnist, "
-                        "cifar10, imagenet)")
     p.add_argument("--test", default=None, choices=list(TESTS),
                    help="paired-all: the paper's one-sided paired t-test against every reference, the largest p; "
                         "paper: against the first only; spread: the suspect's mean against the references' means "
@@ -96,23 +94,17 @@ def get_parser():
                    help="recompute the p-value of a verdict's record (its .json file) offline from the files it names, "
                         "checked against their sha256, and say whether it matches")
     api.add_arguments(p)  # --export-queries, --predictions, --endpoint, --label-only ... (ownership/api.py)
-    return cli.add_common(p)
+    return cli.add_common(p, preset=True)
 
 
-def preset_of(args):
-    """The preset whose protocol and black-box classifier the run uses: --preset, else the dataset's own."""
-    return get_preset(args.preset or DATASETS[args.dataset]["preset"])
-
-
-def protocol_of(args):
-    """The run's Protocol: the preset's (--preset, else the dataset's own) for the --access column (its
-    margin tau), with the flags given."""
-    preset = preset_of(args)
+def protocol_of(args, preset):
+    """The run's Protocol: the preset's (--preset, else the dataset's own: cli.preset_of) for the --access
+    column (its margin tau), with the flags given."""
     extra = {} if args.alpha is None else dict(alpha=args.alpha)
     return Protocol.from_preset(preset, args.test, args.m, args.tau, column=args.access, **extra)
 
 
-def resolve(args, device="cpu"):
+def resolve(args, preset, device="cpu"):
     """The suspect (path, model, checkpoint), its references and meta-classifier paths, from --mode and
     --dataset unless given. The suspect is loaded first: its architecture decides the rest."""
     d = DATASETS[args.dataset]
@@ -138,26 +130,32 @@ def resolve(args, device="cpu"):
                   f"(--classes-subset first)", file=sys.stderr)
             model = FirstOutputs(model, n)
     arch = ck.get("arch") or args.model
-    any_arch = args.access == "black-box" and (args.black_box or preset_of(args)["black_box"]) == "any-arch"
-    benign = args.benign or (paths.all_references(args.model_dir) if any_arch else paths.references(args.model_dir, arch)) \
-        or [paths.benign(args.model_dir, arch)]
+    clf, benign = column_files(args, preset, arch)
+    benign = args.benign or benign or [paths.benign(args.model_dir, arch)]
     for b in benign:
         if os.path.abspath(b) == os.path.abspath(suspect):
             raise UserError(f"the suspect and a benign reference are the same file ({suspect}); the test "
                             f"would compare a model with itself. Pass other references with --b")
-    clf = None if args.access == "baseline" else \
-        args.clf or paths.clf(args.model_dir, args.dataset, None if any_arch else arch, args.access)
-    return suspect, model, benign, clf, arch
+    return suspect, model, benign, clf if clf is None else args.clf or clf, arch
 
 
-def api_suspect(args):
+def column_files(args, preset, arch):
+    """(meta-classifier or None, references on disk) of the --access column for a suspect of `arch`
+    (None: behind an API), by the any-architecture rule of reproduce.py (ownership.plan.verdict_files)."""
+    return verdict_files(args.access, arch, args.black_box or preset["black_box"],
+                         lambda a: paths.clf(args.model_dir, args.dataset, a, args.access),
+                         lambda a: paths.all_references(args.model_dir) if a is None else paths.references(args.model_dir, a))
+
+
+def api_suspect(args, preset):
     """A suspect behind an API: (its name, the references of every architecture, the per-dataset
     black-box meta-classifier); the suspect's architecture is unknown, so neither may depend on it."""
-    benign = args.benign or paths.all_references(args.model_dir)
+    clf, benign = column_files(args, preset, None)
+    benign = args.benign or benign
     if not benign:
         raise UserError(f"no held-out benign references (benign-<arch>-ref*.pt) in {args.model_dir}/benign; train "
                         f"them with 'python train_model.py --role benign --tag=-ref' or pass --b")
-    return api.identity(args), benign, args.clf or paths.clf(args.model_dir, args.dataset, None, "black-box")
+    return api.identity(args), benign, args.clf or clf
 
 
 def prob_path(args, suspect):
@@ -211,12 +209,13 @@ def verdict(args, device, check_claim=True):
     """The verification, writing nothing: (test record r, verdict record, verifier, probabilities path,
     the API's answers as received or None)."""
     through_api = api.requested(args)
-    protocol = protocol_of(args)
+    preset = cli.preset_of(args)
+    protocol = protocol_of(args, preset)
     if through_api:
-        suspect, benign, clf = api_suspect(args)
+        suspect, benign, clf = api_suspect(args, preset)
         model, made_by = None, f"python train_clf.py --access black-box --dataset {args.dataset}"
     else:
-        path, model, benign, clf, arch = resolve(args, device)
+        path, model, benign, clf, arch = resolve(args, preset, device)
         suspect = os.path.abspath(path)
         made_by = f"python train_clf.py --type={arch} --dataset={args.dataset} --access={args.access}"
     out = prob_path(args, suspect)

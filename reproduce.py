@@ -23,21 +23,14 @@ import matplotlib
 import numpy as np
 import torch
 
-import embed_features
-import gradientset
-import steal
-import train_clf
-import train_model
-from ownership import cli, jsonio, paths
+from ownership import cli, jsonio
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import (ACCESSES, ATTACK_MODES, BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, QUERY_MODES, REPO,
-                                 SIMULATED_THEFTS, TESTS)
+from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, TESTS
 from ownership.data import role_data
-from ownership.errors import UserError
-from ownership.manifest import Stages
-from ownership.presets import DATASETS, PAPER_WHITE_BOX
+from ownership.manifest import Stages, Task
+from ownership.plan import Plan
 from ownership.training import amp_name
-from ownership.verify import Protocol, Verifier, describe, record_columns
+from ownership.verify import Protocol, describe, record_columns, verifiers
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
@@ -79,41 +72,18 @@ def get_parser():
                         "with cores/workers threads (default: 2 on a CPU with 2 or more cores, where small models "
                         "leave threads idle; 1 on CUDA)")
     p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument("--plan", action="store_true",
+                   help="print every job (its output and inputs) and whether it is done or pending, and why; run nothing")
     p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (slower)")
     p.add_argument("--debug", action="store_true")
     return p
 
 
-def model_plan(preset, arch, model_dir, reference_protocol):
-    """The models of one architecture, by purpose, as {purpose: [(path, train_model.py flags)]}:
-    pos/neg behind the meta-classifiers (the first of each, then other seeds -s1, -s2 ...), weak (extra
-    negatives of the black-box classifier: one epoch on the first n images, or for n = 0 no training at
-    all, docs/VALIDITY.md) and refs
-    (the held-out benign references). The reference protocol has one of each and tests against the
-    benign model its classifier saw."""
-    n_v, n_b = (1, 1) if reference_protocol else (preset["clf_models"]["victims"], preset["clf_models"]["benigns"])
-    seeds = lambda n: [""] + [f"-s{k}" for k in range(1, n)]  # noqa: E731
-    plan = dict(pos=[(paths.victim(model_dir, arch, t), ["--role", "victim", f"--tag={t}"]) for t in seeds(n_v)],
-                neg=[(paths.benign(model_dir, arch, t), ["--role", "benign", f"--tag={t}"]) for t in seeds(n_b)],
-                weak=[], refs=[])
-    if reference_protocol:
-        plan["refs"] = plan["neg"][:1]
-        return plan
-    for k, n in enumerate(preset["clf_models"]["weak"], 1):
-        t = paths.weak_tag(k)
-        budget = ["--images", str(n), "--epochs", "1"] if n else ["--epochs", "0"]  # 0: untrained, as initialised
-        plan["weak"].append((paths.benign(model_dir, arch, t), ["--role", "benign", f"--tag={t}"] + budget))
-    for k in range(1, preset["references"] + 1):
-        t = paths.reference_tag(k)
-        plan["refs"].append((paths.benign(model_dir, arch, t), ["--role", "benign", f"--tag={t}"]))
-    return plan
-
-
-# `python reproduce.py [--amp none]` (seed 0), wall clock in minutes, on 2-core AMD EPYC CPUs with the CPU to
-# itself, per CPU kind (docs/BENCHMARKS.md, "`python reproduce.py` (seed 0)"; the start-up line quotes them):
-# bf16 7 min 2 s at commit f124b5b (every stage but the style transfer, about 15 s, redone); fp32 7 min 45 s
-# (fresh clone of 2d4c0b5, --amp none) and 11 min 43 s (fresh clone of f08880e, AVX2 only), both before the
-# untrained negatives and the simulated thefts (about 1 min more a seed in evaluate.py)
+# `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on 2-core AMD EPYC CPUs with the
+# CPU to itself, per CPU kind: fresh clones of commit 2d4c0b5 and its parent (AVX512-BF16), of f08880e (AVX2
+# only); bf16 since the simulated thefts: commit f124b5b, every stage but the style transfer (about 15 s)
+# redone; the fp32 figures predate them (about 1 min more a seed in evaluate.py) (docs/BENCHMARKS.md,
+# "Per-stage times"); the start-up line quotes them
 MEASURED_MINUTES = {("fmnist", "bf16"): {"AVX512-BF16": 7.0},
                     ("fmnist", "fp32"): {"AVX512-BF16, --amp none": 7.8, "AVX2 only": 11.7}}
 
@@ -144,196 +114,93 @@ def announce(args, device, workers, threads):
 
 
 def main(args):
+    """Parse, plan, run, verify, write: the run of `args` (get_parser), its results.json record returned."""
     preset = cli.preset_of(args)
-    ds = preset["dataset"]
-    d = DATASETS[ds]
-    va, aa = d["victim_arch"], d["attacker_arch"]
-    archs = list(dict.fromkeys([va, aa]))
-    for k, (arch, _) in enumerate(preset["independents"], 1):
-        if arch not in archs:
-            raise UserError(f"preset {args.preset!r}: independent model {k} is {arch}, but meta-classifiers exist "
-                            f"only for {archs}; use one of those architectures")
-    reference = args.protocol == "reference"
-    simulated = () if reference else preset["clf_models"]["thefts"]
-    if not set(simulated) <= set(SIMULATED_THEFTS) or ("multi-stage" in simulated and "distillation" not in simulated):
-        raise UserError(f"preset {args.preset!r}: clf_models thefts {list(simulated)} must be distillation, or "
-                        f"distillation and multi-stage (which fine-tunes the distillation student)")
+    plan = Plan(preset, args)
+    stages = Stages(os.path.join(plan.out, "manifest.json"), args.force)
+    tasks = [Task(j.stage, j.output, j.script, plan.argv(j), j.inputs, plan.settings(j)) for j in plan.jobs]
+    if args.plan:
+        return show_plan(plan, stages.status(tasks))
     # one protocol per verdict column: the same test and m, each column's margin (presets: tau)
-    protocols = {c: Protocol.from_preset(preset, "reference" if reference else args.test, column=c) for c in COLUMNS}
-    workdir = args.workdir or (os.path.join(REPO, "results", "smoke") if args.preset == "smoke" else REPO)
-    out = args.out or os.path.join(REPO, "results", args.preset + ("-reference" if reference else ""))
-    dirs = {k: os.path.join(workdir, k) for k in ("data", "model", "gradients_set", "prob")}
-    common = ["--seed", str(args.seed), "--gamma", str(preset["gamma"]), "--data-dir", dirs["data"],
-              "--model-dir", dirs["model"], "--grad-dir", dirs["gradients_set"], "--prob-dir", dirs["prob"]]
-    common += ["--gpu", str(args.gpu)] * (args.gpu is not None) + ["--deterministic"] * args.deterministic
-    staged = common + ["--preset", args.preset, "--scale", str(args.scale)]
-    trained = staged + ["--amp", args.amp, "--resume"]
-    os.makedirs(out, exist_ok=True)
-    st = Stages(os.path.join(out, "manifest.json"), preset, args.seed, args.force)
-    # which black-box classifiers are trained and used, and the white-box features; the reference
-    # protocol's are per architecture, and the paper's weight signs with the training transform [R]
-    black_box = "per-arch" if reference else args.black_box or preset["black_box"]
-    white_box = PAPER_WHITE_BOX if reference else preset["white_box"]
-    black_box_feature = "prediction-shift" if reference else args.black_box_feature or preset["black_box_feature"]
+    protocols = {c: Protocol.from_preset(preset, "reference" if plan.reference else args.test, column=c) for c in COLUMNS}
     device = cli.get_device(args.gpu)
     cores = torch.get_num_threads()
     workers = args.workers or (1 if device.type == "cuda" else min(2, cores))
     pool = dict(workers=workers, threads=max(1, cores // workers))
     announce(args, device, **pool)
-    M = dirs["model"]
     t0 = time.time()
-
-    # 1. the external feature
-    styled = paths.styled_dir(dirs["data"], ds, preset["gamma"])
-    st.run("embed", styled, embed_features, staged + ["--preview"])
-
-    # 2.-5. the models, attacks, gradient sets and meta-classifiers: one list of jobs, each waiting for
-    #    the jobs whose outputs it reads, run in `workers` processes at once (Stages.run_all), so that the
-    #    stages overlap and no process waits for the end of a stage
-    plans = {arch: model_plan(preset, arch, M, reference) for arch in archs}
-    models = {path: trained + ["--arch", arch] + flags for arch in archs for path, flags in sum(plans[arch].values(), [])}
-    independents = []
-    for k, (arch, _) in enumerate(preset["independents"], 1):
-        path = paths.independent(M, k, arch)
-        models[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)]
-        independents.append(("independent", path, arch))
-    for k, (arch, recipe) in enumerate(preset.get("hard_negatives", []) if args.hard_negatives else [],
-                                       len(preset["independents"]) + 1):
-        path = paths.independent(M, k, arch)
-        flags = [f"--{key.replace('_', '-')}={value}" for key, value in recipe.items()]
-        models[path] = trained + ["--role", "independent", "--arch", arch, "--index", str(k)] + flags
-        independents.append(("independent", path, arch))
-    files = {arch: {purpose: [path for path, _ in entries] for purpose, entries in plan.items()}
-             for arch, plan in plans.items()}
-    victim = files[va]["pos"][0]
-    # the longest first, so that no worker is left alone with a long job at the end: the victim's
-    # architecture, then the attackers', the weak and untrained models (a few hundred images, or none) last
-    weak = {path for arch in archs for path in files[arch]["weak"]}
-    cost = lambda path, argv: (path in weak, argv[argv.index("--arch") + 1] != va)  # noqa: E731
-    train = [("train", path, train_model, argv, [styled]) for path, argv in sorted(models.items(), key=lambda j: cost(*j))]
-    assert train[0][1] == victim  # model_plan lists it first
-
-    # the attacks (multi-stage fine-tunes the distillation student, and lists it among its inputs)
-    suspects = [("source", victim, va)] + [(mode, paths.attack(M, mode, paths.arch_for_mode(ds, mode)),
-                                            paths.arch_for_mode(ds, mode)) for mode in ATTACK_MODES]
-    attacker = dict((m, p) for m, p, _ in suspects[1:])
-    steals = {m: ("steal", p, steal, trained + ["--mode", m], [victim, styled] + [attacker["distillation"]] * (
-        m == "multi-stage")) for m, p in attacker.items()}
-    # the query thieves that ask with the preset's other kinds of data (query_data[1:]): rows of their own
-    for mode in QUERY_MODES:
-        for kind in preset["query_data"][1:]:
-            arch = paths.arch_for_mode(ds, mode)
-            path = paths.attack(M, mode, arch, kind)
-            steals[f"{mode} ({kind})"] = ("steal", path, steal, trained + ["--mode", mode, "--query-data", kind],
-                                          [victim, styled])
-            suspects.append((f"{mode} ({kind})", path, arch))
-    suspects += independents
-
-    # the defender's simulated thefts (clf_models["thefts"]): for each architecture, students of the victim
-    # (positives of the black-box classifiers) and of the first benign model of the victim's architecture
-    # (negatives), distilled on the victim's own data and, for multi-stage, fine-tuned on its clean part;
-    # seeds of their own (paths.THEFT_TAG), so that no simulated theft repeats an attack (docs/VALIDITY.md)
-    theft_jobs = []
-    for arch in archs:
-        files[arch].update({"theft-pos": [], "theft-neg": []})
-        for label, teacher in (("theft-pos", victim), ("theft-neg", files[va]["neg"][0])):
-            for mode in simulated:
-                path = paths.theft(M, teacher, mode, arch)
-                argv = trained + ["--mode", mode, "--victim", teacher, "--arch", arch, "--tag", paths.THEFT_TAG,
-                                  "--out", path]
-                inputs = [teacher, styled]
-                if mode == "multi-stage":
-                    first = paths.theft(M, teacher, "distillation", arch)
-                    argv += ["--student", first, "--fine-tune-data", "victim-clean"]
-                    inputs.append(first)
-                theft_jobs.append(("steal", path, steal, argv, inputs))
-                files[arch][label].append(path)
-
-    # gradient sets and meta-classifiers: white-box per architecture, and one black-box classifier over
-    # every architecture (a suspect behind an API has no known architecture; docs/API.md), plus one
-    # black-box classifier per architecture with --black-box per-arch
-    c = preset["clf"]
-    suffix = "-refprotocol.pt" if reference else ".pt"
-    bb_suffix = suffix if reference or black_box_feature == preset["black_box_feature"] else f"-{black_box_feature}.pt"
-    gradient_jobs, clf_jobs = [], []
-
-    def classifier(path, access, pos, negs, inputs, arch=None):
-        clf_jobs.append(("clf", path, train_clf, common + [
-            "--dataset", ds, "--access", access, "--pos", *pos, "--neg", *negs, "--mlp_epoch", str(c["epochs"]),
-            "--lr", str(c["lr"]), "--batch_size", str(c["batch"]), "--hidden-cap", str(c["hidden_cap"]), "--out",
-            path] + ["--type", arch] * (arch is not None)
-            + ["--feature", white_box["feature"] if access == "white-box" else black_box_feature],
-            pos + negs + [styled] + inputs))
-        return path
-
-    clfs = {}
-    refs = {(arch, access): files[arch]["refs"] for arch in archs for access in ACCESSES}
-    every = lambda purpose: [f for arch in archs for f in files[arch][purpose]]  # noqa: E731
-    any_arch = classifier(paths.clf(M, ds, None, "black-box").replace(".pt", bb_suffix), "black-box",
-                          every("pos") + every("theft-pos"), every("neg") + every("weak") + every("theft-neg"),
-                          [])  # the longest classifier first
-    for arch in archs:
-        pos, neg, weak = files[arch]["pos"], files[arch]["neg"], files[arch]["weak"]
-        grads = [paths.gradient_set(dirs["gradients_set"], m, styled, feature=white_box["feature"]) for m in pos + neg]
-        flags = ["--feature", white_box["feature"]] + ["--no-augment"] * (not white_box["augment"])
-        gradient_jobs += [("gradients", g, gradientset, common + ["--dataset", ds, "--m", m] + flags, [m, styled])
-                          for m, g in zip(pos + neg, grads)]
-        clfs[arch, "white-box"] = classifier(paths.clf(M, ds, arch).replace(".pt", suffix), "white-box", pos, neg,
-                                             grads, arch)
-        if black_box == "per-arch":
-            clfs[arch, "black-box"] = classifier(paths.clf(M, ds, arch, "black-box").replace(".pt", bb_suffix),
-                                                 "black-box", pos + files[arch]["theft-pos"],
-                                                 neg + weak + files[arch]["theft-neg"], [], arch)
-    # the victim, then the attacks that need only it and take longest (zero-shot; distillation, which
-    # multi-stage waits for), the other models, the other attacks, gradient sets, classifiers
-    early = [steals.pop("zero-shot"), steals.pop("distillation")]
-    st.run_all(train[:1] + early + train[1:] + list(steals.values()) + theft_jobs + gradient_jobs + clf_jobs, **pool)
-    if black_box == "any-arch":  # the table's black-box column: the classifier and references an API suspect gets
-        for arch in archs:
-            clfs[arch, "black-box"], refs[arch, "black-box"] = any_arch, paths.all_references(M, archs)
-
-    # 6. verification of every suspect against the held-out references of its architecture
+    os.makedirs(plan.out, exist_ok=True)
+    # the external feature in this process, then every other job as soon as the jobs whose outputs it reads
+    # are done, in `workers` processes at once (Stages.run_all), so that the stages overlap
+    stages.run_all([t for t in tasks if t.stage == "embed"])
+    stages.run_all([t for t in tasks if t.stage != "embed"], **pool)
     start = time.time()
-    images = role_data(preset, dirs["data"], args.seed, "styled-test", preset["gamma"])
-    by_path = {}  # one Verifier per classifier: the any-architecture one serves every architecture
-    for (arch, access), path in clfs.items():
-        if path not in by_path:
-            by_path[path] = Verifier(path, refs[arch, access], images, ds, device, protocols[access], seed=args.seed,
-                                     data_dir=dirs["data"], label_only=args.label_only and access == "black-box")
-    verifiers = {key: by_path[path] for key, path in clfs.items()}
-    for arch in archs:  # the baseline: no meta-classifier, correctness on stylised images (docs/VALIDITY.md)
-        verifiers[arch, "baseline"] = Verifier(None, files[arch]["refs"], images, ds, device, protocols["baseline"],
-                                               seed=args.seed, data_dir=dirs["data"])
-    rel = lambda p: os.path.relpath(p, workdir)  # noqa: E731
+    rows, probs = verify_suspects(plan, protocols, device)
+    stages.timings.update(verify=round(time.time() - start, 1), total=round(time.time() - t0, 1))
+    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
+                  **record_columns(protocols)), black_box=plan.black_box, black_box_feature=plan.black_box_feature,
+                  white_box=plan.white_box, label_only=args.label_only, rows=rows,
+                  classifiers=classifier_records(plan), timings=stages.timings)
+    write_results(plan.out, result, probs)
+    print(table(result))
+    print(f"wrote {plan.out}/results.json, results.md, results.png, probs.npz")
+    return result
+
+
+def show_plan(plan, status):
+    """Print every job of the plan: done or pending and why, its output and its inputs (paths relative to
+    the work folder). Returns {"jobs": [...], "pending": n}."""
+    jobs = []
+    for task, reason in status:
+        reason = reason and reason.replace(plan.workdir + os.sep, "")
+        jobs.append(dict(stage=task.stage, output=plan.relative(task.outputs), inputs=[plan.relative(p) for p in task.inputs],
+                         done=reason is None, reason=reason))
+        print(f"{'done   ' if reason is None else 'pending'}  {task.stage:9s} {jobs[-1]['output']}"
+              + ("" if reason is None else f"  ({reason})"))
+        if task.inputs:
+            print(f"{'':19s}<- {', '.join(jobs[-1]['inputs'])}")
+    n = sum(not j["done"] for j in jobs)
+    print(f"{len(jobs)} jobs, {n} pending; then verification of {len(plan.suspects)} suspects "
+          f"(manifest {os.path.join(plan.out, 'manifest.json')}, work folder {plan.workdir})")
+    return dict(jobs=jobs, pending=n)
+
+
+def verify_suspects(plan, protocols, device):
+    """Each suspect of the plan in every verdict column, against the references the plan gives that
+    column (Plan.columns): (rows of results.json, {column: dict(suspect=[(N,)], references=[(K, N)])})."""
+    args = plan.args
+    images = role_data(plan.preset, plan.dirs["data"], args.seed, "styled-test", plan.preset["gamma"])
+    verify = verifiers(plan.columns, images, plan.dataset, device, protocols, seed=args.seed, data_dir=plan.dirs["data"],
+                       label_only=args.label_only)
     rows, probs = [], {column: dict(suspect=[], references=[]) for column in COLUMNS}
-    for mode, path, arch in suspects:
+    for mode, path, arch in plan.suspects:
         model, ck = load_model(path, device=device)
         met = ck.get("metrics", {})
-        row = dict(mode=mode, suspect=rel(path), arch=arch, clean_acc=met.get("clean_acc"),
+        row = dict(mode=mode, suspect=plan.relative(path), arch=arch, clean_acc=met.get("clean_acc"),
                    stylised_acc=met.get("stylised_acc"))
-        for access in COLUMNS:
-            r = verifiers[arch, access](model)
-            row[access] = {k: r[k] for k in ("p_value", "delta_mu", "verdict")}
-            probs[access]["suspect"].append(r["p_suspect"])
-            probs[access]["references"].append(r["p_references"])
+        for column in COLUMNS:
+            r = verify[arch, column](model)
+            row[column] = {k: r[k] for k in ("p_value", "delta_mu", "verdict")}
+            probs[column]["suspect"].append(r["p_suspect"])
+            probs[column]["references"].append(r["p_references"])
         rows.append(row)
-    st.timings["verify"] = round(time.time() - start, 1)
-    st.timings["total"] = round(time.time() - t0, 1)
-    classifiers = {}
-    for (arch, access), path in clfs.items():
+    return rows, probs
+
+
+def classifier_records(plan):
+    """results.json's classifiers: {arch: {access: dict(path, held_out_acc, model_level, references,
+    trained_on)}}, paths relative to the work folder."""
+    out = {}
+    for (arch, column), (path, refs) in plan.columns.items():
+        if path is None:
+            continue
         ck = load_checkpoint(path)
-        classifiers.setdefault(arch, {})[access] = dict(
-            path=rel(path), held_out_acc=ck.get("test_acc"), model_level=ck.get("model_level"),
-            references=[rel(r) for r in refs[arch, access]],
-            trained_on={k: [rel(m) for m in v] for k, v in ck.get("sources", {}).items()})
-    protocol = dict(name=args.protocol, **record_columns(protocols))
-    result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=protocol, black_box=black_box,
-                  black_box_feature=black_box_feature, white_box=white_box, label_only=args.label_only, rows=rows, classifiers=classifiers,
-                  timings=st.timings)
-    write_results(out, result, probs)
-    print(table(result))
-    print(f"wrote {out}/results.json, results.md, results.png, probs.npz")
-    return result
+        out.setdefault(arch, {})[column] = dict(
+            path=plan.relative(path), held_out_acc=ck.get("test_acc"), model_level=ck.get("model_level"),
+            references=[plan.relative(r) for r in refs],
+            trained_on={k: [plan.relative(m) for m in v] for k, v in ck.get("sources", {}).items()})
+    return out
+
 
 
 def table(result):

@@ -59,7 +59,7 @@ def get_parser():
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state (saved after every epoch, or every --save-every zero-shot iterations)")
     p.add_argument("--save-every", type=int, default=10, help="zero-shot: save the resumable state every N iterations")
-    return cli.add_common(cli.add_amp(cli.add_preset(p)), dataset=False)
+    return cli.add_common(cli.add_amp(p), dataset=False, preset=True)
 
 
 def main(args):

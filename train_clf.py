@@ -28,7 +28,7 @@ from ownership import blackbox, cli, gradient_sets, jsonio, metaclf, paths
 from ownership.constants import ACCESSES, BLACK_BOX_FEATURES, WHITE_BOX
 from ownership.errors import UserError
 from ownership.checkpoints import load_model, save_checkpoint
-from ownership.data import load_styled
+from ownership.data import load_styled, originals
 from ownership.presets import DATASETS
 
 
@@ -37,11 +37,12 @@ def get_parser():
     p.add_argument("--model_type", "--type", dest="model_type", default=None, choices=list(MODELS),
                    help="architecture of the models whose white-box features are classified (required for white-box; "
                         "black-box without it: one classifier over every architecture, blackbox-<dataset>.pt)")
-    p.add_argument("--mlp_epoch", type=int, default=100, help="epochs (reference: 100)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (reference: 0.01)")
-    p.add_argument("--batch_size", type=int, default=128, help="batch size (reference: 128)")
-    p.add_argument("--hidden-cap", type=int, default=256,
-                   help="cap on the MLP widths d/8 and d/16 (the reference had no cap: 61M weights at d=22k)")
+    p.add_argument("--mlp_epoch", type=int, default=None, help="epochs (default: the preset's clf; reference: 100)")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default: the preset's; reference: 0.01)")
+    p.add_argument("--batch_size", type=int, default=None, help="batch size (default: the preset's; reference: 128)")
+    p.add_argument("--hidden-cap", type=int, default=None,
+                   help="cap on the MLP widths d/8 and d/16 (default: the preset's; the reference had no cap: 61M "
+                        "weights at d=22k)")
     p.add_argument("--pos", nargs="+", default=None,
                    help="victim-like checkpoints (default: vict-<type>.pt, vict-<type>-s<k>.pt and, black-box, the "
                         "simulated thefts model/theft/vict-*-<type>.pt)")
@@ -60,33 +61,43 @@ def get_parser():
                         "the reference; off for input gradients, log-losses and black-box prediction shifts, whose size is "
                         "the signal: docs/VALIDITY.md)")
     p.add_argument("--out", default=None, help="output (default: model/clf/gradsign-<dataset>-<type>.pt)")
-    return cli.add_common(p)
+    return cli.add_common(p, preset=True)
 
 
 def default_models(args):
     """--pos/--neg, else the defaults of the docstring; black-box without --type: those of every
-    architecture that has a victim (positives) or a benign model (negatives) in --model-dir (issue 16)."""
+    architecture that has a victim (positives) or a benign model (negatives) in --model-dir (issue 16).
+    In reproduce.py's order (ownership/plan.py, classifiers), so that the same models give the same
+    classifier: each kind over every architecture, the victim's architecture first, then the
+    attackers', then any other by name."""
     if args.model_type is None and args.access == "white-box":
         raise UserError("--type is required for --access white-box (the models of one architecture)")
-    v_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "victim")
-    b_archs = [args.model_type] if args.model_type else paths.archs_with(args.model_dir, "benign")
+    d = DATASETS[args.dataset or "fmnist"]  # None before cli.preset_of: its default preset's, fmnist
+    first = [d["victim_arch"], d["attacker_arch"]]
+    order = lambda archs: sorted(archs, key=lambda a: (first.index(a) if a in first else 2, a))  # noqa: E731
+    v_archs = [args.model_type] if args.model_type else order(paths.archs_with(args.model_dir, "victim"))
+    b_archs = [args.model_type] if args.model_type else order(paths.archs_with(args.model_dir, "benign"))
     black = args.access == "black-box"
-    pos = args.pos or [f for a in v_archs for f in paths.with_seeds(paths.victim(args.model_dir, a))
-                       + (paths.thefts(args.model_dir, a, "victim") if black else [])]
-    neg = args.neg or [f for a in b_archs for f in paths.with_seeds(paths.benign(args.model_dir, a))
-                       + (paths.weak_models(args.model_dir, a) + paths.thefts(args.model_dir, a, "benign") if black else [])]
+    every = lambda archs, files: [f for a in archs for f in files(a)]  # noqa: E731
+    m = args.model_dir
+    pos = args.pos or every(v_archs, lambda a: paths.with_seeds(paths.victim(m, a))) + (
+        every(v_archs, lambda a: paths.thefts(m, a, "victim")) if black else [])
+    neg = args.neg or every(b_archs, lambda a: paths.with_seeds(paths.benign(m, a))) + (
+        every(b_archs, lambda a: paths.weak_models(m, a)) + every(b_archs, lambda a: paths.thefts(m, a, "benign"))
+        if black else [])
     return pos, neg
 
 
 def main(args):
+    preset = cli.preset_of(args)
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     pos, neg = default_models(args)
     kinds = {"white-box": WHITE_BOX, "black-box": BLACK_BOX_FEATURES}[args.access]
     if args.feature is not None and args.feature not in kinds:
         raise UserError(f"--feature {args.feature} is not a {args.access} feature; give one of {', '.join(kinds)}")
-    args.feature = args.feature or (cli.white_box(args.dataset)["feature"] if args.access == "white-box"
-                                    else cli.black_box_feature(args.dataset))
+    args.feature = args.feature or (preset["white_box"]["feature"] if args.access == "white-box"
+                                    else preset["black_box_feature"])
     folder = paths.styled_dir(args.data_dir, args.dataset, args.gamma)
     augment = set()  # white-box: whether the sets were made with the training transform (verify.py repeats it)
 
@@ -108,7 +119,7 @@ def main(args):
     d = DATASETS[args.dataset]
     if args.access == "black-box":
         styled = load_styled(args.data_dir, args.dataset, args.gamma, "train")
-        clean_x = blackbox.originals(styled, args.dataset, args.data_dir, "train")
+        clean_x = originals(styled, args.dataset, args.data_dir, "train")
 
     pos_sets, neg_sets = sets(pos), sets(neg)
     if len(augment) > 1:
@@ -119,8 +130,10 @@ def main(args):
         raise UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
                         f"{args.model_type}")
     l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box" and args.feature == "weight-signs")
-    fit = dict(epochs=args.mlp_epoch, lr=args.lr, batch_size=args.batch_size, hidden_cap=args.hidden_cap,
-               seed=args.seed, l2=l2)
+    c = preset["clf"]  # what a flag does not say, the preset's
+    fit = dict(epochs=c["epochs"] if args.mlp_epoch is None else args.mlp_epoch, lr=c["lr"] if args.lr is None else args.lr,
+               batch_size=c["batch"] if args.batch_size is None else args.batch_size,
+               hidden_cap=c["hidden_cap"] if args.hidden_cap is None else args.hidden_cap, seed=args.seed, l2=l2)
     ck = metaclf.fit(pos_sets, neg_sets, device=device, sources=dict(pos=[os.path.abspath(m) for m in pos],
                                                                      neg=[os.path.abspath(m) for m in neg]), **fit)
     ck["model_level"] = metaclf.model_level_auc(pos_sets, neg_sets, device, **fit)

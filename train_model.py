@@ -49,7 +49,7 @@ def get_parser():
     p.add_argument("--out", default=None, help="checkpoint path (default: the reference naming)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state, saved after every epoch, instead of starting over")
-    return cli.add_common(cli.add_amp(cli.add_preset(p)), dataset=False)
+    return cli.add_common(cli.add_amp(p), dataset=False, preset=True)
 
 
 def out_path(args, arch):

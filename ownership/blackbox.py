@@ -22,14 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from .constants import BLACK_BOX_FEATURES
-from .data import augment, load_dataset
+from .data import augment, originals as data_originals
 from .errors import UserError
 from .training import INFER_BATCH, softmax
 
 
-def originals(styled, dataset, data_dir, split):
-    """The clean images that the stylised set `styled` was made from (same order)."""
-    return load_dataset(dataset, data_dir)[split].x[styled.idx]
+originals = data_originals  # ownership.data.originals; ownership/api.py still reads it here
 
 
 def view_names(views):

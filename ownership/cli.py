@@ -27,12 +27,17 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def add_common(parser, dataset=True):
+def add_common(parser, dataset=True, preset=False):
     """Flags every stage shares. Folder defaults are the repository's own folders, so the
-    scripts work from any working directory."""
+    scripts work from any working directory. With `preset`, also --preset and --scale (add_preset):
+    the stage then takes every value it does not get as a flag from that preset (`preset_of`), so
+    --dataset and --gamma default to the preset's."""
+    if preset:
+        add_preset(parser, default=None)
     if dataset:
-        parser.add_argument("--dataset", default="fmnist", choices=list(DATASETS),
-                            help="dataset (default: fmnist, the offline CPU default)")
+        parser.add_argument("--dataset", default=None if preset else "fmnist", choices=list(DATASETS),
+                            help="dataset (default: " + ("the preset's; without --preset fmnist, the offline CPU "
+                                                         "default)" if preset else "fmnist, the offline CPU default)"))
     parser.add_argument("--gpu", type=int, default=None,
                         help="CUDA device index; default: cuda if present, else cpu")
     parser.add_argument("--seed", type=int, default=0, help="one seed for everything")
@@ -40,39 +45,43 @@ def add_common(parser, dataset=True):
     parser.add_argument("--model-dir", "--model_dir", default=os.path.join(REPO, "model"))
     parser.add_argument("--grad-dir", "--grad_dir", default=os.path.join(REPO, "gradients_set"))
     parser.add_argument("--prob-dir", "--prob_dir", default=os.path.join(REPO, "prob"))
-    parser.add_argument("--gamma", type=float, default=0.1,
+    parser.add_argument("--gamma", type=float, default=None if preset else 0.1,
                         help="fraction of the training set that carries the external feature (names the "
-                             "transformed folder, e.g. fmnist_seurat_10%%)")
+                             "transformed folder, e.g. fmnist_seurat_10%%; default: " + ("the preset's)" if preset else "0.1)"))
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic GPU kernels (cuDNN/cuBLAS); the CPU is deterministic anyway")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
 
-def add_preset(parser):
-    """--preset and --scale, for the scripts that run a stage of the pipeline; see `preset_of`."""
-    parser.add_argument("--preset", default="fmnist", choices=list(PRESETS),
-                        help="hyperparameters and protocol (ownership/presets.py; default: fmnist, the embedded default)")
+def add_preset(parser, default="fmnist"):
+    """--preset and --scale: the hyperparameters a script reads (see `preset_of`)."""
+    parser.add_argument("--preset", default=default, choices=list(PRESETS),
+                        help="hyperparameters and protocol (ownership/presets.py; default: " +
+                             ("the --dataset's own preset, fmnist without --dataset)" if default is None else
+                              f"{default}, the embedded default)"))
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every budget and, below 1, the data (get_preset in ownership/presets.py)")
     return parser
 
 
-def white_box(dataset):
-    """The white-box features of `dataset`'s own preset (DATASETS[dataset]["preset"]): dict(feature,
-    augment), the defaults of gradientset.py and train_clf.py."""
-    return PRESETS[DATASETS[dataset]["preset"]]["white_box"]
-
-
-def black_box_feature(dataset):
-    """The black-box feature (constants.BLACK_BOX_FEATURES) of `dataset`'s own preset: the default of
-    train_clf.py --access black-box."""
-    return PRESETS[DATASETS[dataset]["preset"]]["black_box_feature"]
-
-
 def preset_of(args):
-    """The preset that --preset and --scale ask for."""
-    return get_preset(args.preset, args.scale)
+    """The one hand-off of a preset to a stage: the preset that --preset and --scale ask for (without
+    --preset: the --dataset's own, DATASETS[dataset]["preset"], else fmnist). Fills in what the stage
+    did not get as a flag: args.preset (its name), args.dataset, and args.gamma (where the script has
+    --gamma). Every stage of reproduce.py gets `--preset NAME --scale S` and nothing it could read from
+    the preset, so a reference command with the same --preset trains what reproduce.py trains.
+    Raises UserError when --dataset disagrees with --preset."""
+    dataset = getattr(args, "dataset", None)
+    name = args.preset or DATASETS[dataset or "fmnist"]["preset"]
+    preset = get_preset(name, args.scale)
+    if dataset is not None and dataset != preset["dataset"]:
+        raise UserError(f"--dataset {dataset} disagrees with --preset {name} (a {preset['dataset']} preset); "
+                        f"drop --dataset or pass --preset {DATASETS[dataset]['preset']}")
+    args.preset, args.dataset = name, preset["dataset"]
+    if getattr(args, "gamma", None) is None:
+        args.gamma = preset["gamma"]
+    return preset
 
 
 def add_amp(parser):

@@ -261,6 +261,12 @@ def load_styled(data_dir, dataset, gamma, split):
 
 
 # ----------------------------------------------------------------------------- splits
+def originals(styled, dataset, data_dir, split):
+    """uint8 (N, C, H, W): the clean images of `split` that the stylised set `styled` (an ImageSet) was
+    made from, in its order (styled.idx)."""
+    return load_dataset(dataset, data_dir)[split].x[styled.idx]
+
+
 def split_indices(n, split, seed):
     """Disjoint index sets of range(n): {'victim', 'attacker', 'independent'}; sizes are counts or
     fractions of n. The permutation depends only on `seed`."""

@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 
-from . import blackbox, distributed as dd
+from . import distributed as dd
 from . import jsonio, paths
 from .checkpoints import atomic_write, load_model
-from .data import load_styled
+from . import data
 from .errors import UserError
 from .gradients import AUG_BLOCK, FEATURE_DTYPE, white_box_dim, white_box_features
 from .presets import DATASETS
@@ -37,8 +37,8 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
     model, ck = load_model(model_path, arch, num_classes or d["num_classes"], d["channels"], device,
                            made_by=f"python reproduce.py --preset {d['preset']}",
                            flags={"arch": "--model", "num_classes": "--num_classes"})
-    images = load_styled(data_dir, dataset, gamma, split)
-    originals = blackbox.originals(images, dataset, data_dir, split) if feature == "input-gradient" else None
+    images = data.load_styled(data_dir, dataset, gamma, split)
+    originals = data.originals(images, dataset, data_dir, split) if feature == "input-gradient" else None
     out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split,
                                            feature)
 

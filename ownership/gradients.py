@@ -19,7 +19,7 @@ rounding of 0 may then switch, and a reduced value near 0 may change sign: a few
 WRN-16-1, several per 10,000 on WRN-28-10, about as often as the float32 loop differs from float64):
   * `reduced_grads_loop`  the reference's batch-1 loop with torch.autograd.grad (slow, for tests);
   * `reduced_grads_vmap`  torch.func.vmap(grad(...)) over the whole parameter set;
-  * `reduced_grads`       the engine (GradientEngine): one batched forward (channels-last on CPU) with
+  * `reduced_grads_fn`    the engine (GradientEngine): one batched forward (channels-last on CPU) with
                           hooks that keep each surviving layer's input and output; one autograd.grad
                           to those outputs only, so backpropagation stops at the earliest surviving
                           layer and computes no parameter gradient; then each sample's weight
@@ -298,12 +298,13 @@ class GradientEngine:
         return CONV_METHODS[method](mod, a, go, pad).reshape(n, -1)
 
 
-def reduced_grads(model, x, y):
-    """Batched per-sample reduced gradients with the fastest method that applies to `model`."""
+def reduced_grads_fn(model):
+    """f(x, y) -> batched per-sample reduced gradients (N, feature_dim) of `model`, by the fastest method
+    that applies: the GradientEngine, else reduced_grads_vmap (the one place that falls back)."""
     try:
-        return GradientEngine(model)(x, y)
+        return GradientEngine(model)
     except TypeError:
-        return reduced_grads_vmap(model, x, y)
+        return lambda x, y: reduced_grads_vmap(model, x, y)
 
 
 AUG_BLOCK = 128  # images per draw of the training transform (the default batch size, as before)
@@ -441,10 +442,7 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
     elif feature == "stylised-loss":
         fn = lambda x, y: stylised_loss_features(model, x, y)  # noqa: E731
     else:
-        try:
-            fn = GradientEngine(model)
-        except TypeError:
-            fn = lambda xb, yb: reduced_grads_vmap(model, xb, yb)  # noqa: E731
+        fn = reduced_grads_fn(model)
     kind = FEATURE_DTYPE[feature]
     n = rows.stop - rows.start
     if out is None:
@@ -460,10 +458,3 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
             out[start:start + len(g)] = (torch.sign(g).to(torch.int8) if kind is np.int8 else g.float()).cpu().numpy()
             start += len(g)
     return out
-
-
-def gradient_signs(model, images, dataset, device, batch_size=128, augment=True, seed=0, out=None,
-                   desc="gradients", rows=None, progress=True):
-    """The paper's white-box features: int8 sign vectors (N x d), white_box_features("weight-signs")."""
-    return white_box_features(model, images, dataset, device, "weight-signs", batch_size, augment, seed, out, desc,
-                              rows, progress)

@@ -1,9 +1,11 @@
-"""The stage manifest of reproduce.py: which stages are done, so an interrupted run resumes.
+"""The stage manifest of reproduce.py: which jobs are done, so an interrupted run resumes.
 
-A stage is keyed by its first output and recorded with its module, argv, preset hash, seed, and the
-sha256 of its inputs and outputs (`checksum`). It is skipped when that record matches and its
-outputs still have the recorded checksums.
+A job (`Task`) is keyed by its first output and recorded with its stage, module, `settings` (what
+decides its output besides its inputs' bytes: reproduce.py records its flags, the run's flags and the
+values of the preset keys it reads, ownership/plan.py) and the sha256 of its inputs and outputs
+(`checksum`). It is skipped when that record matches and its outputs still have the recorded checksums.
 """
+import collections
 import hashlib
 import importlib
 import json
@@ -17,7 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from tqdm import tqdm
 
 from . import jsonio
-from .presets import stage_settings
+
+# one job: stage name, outputs (a path or a list, the first its key), module (a module or its name, whose
+# main(get_parser().parse_args(argv)) runs it), argv, inputs (paths), settings (JSON-ready)
+Task = collections.namedtuple("Task", "stage outputs module argv inputs settings", defaults=((), None))
 
 
 def checksum(path):
@@ -37,25 +42,42 @@ def checksum(path):
     return h.hexdigest()
 
 
-class Stages:
-    """Runs stage functions and records each finished one in manifest.json, keyed by its first output:
-    the module, argv, preset hash and seed, the checksums of its input files and of its outputs. A stage
-    is skipped when that record matches and its outputs exist with the recorded checksums; an output
-    changed since (corrupted, replaced) is removed and its stage rerun. Since the inputs' checksums are
-    part of the record, every later stage that consumes a changed output reruns too. A rerun that gives
-    the same bytes changes nothing downstream: on the CPU a gradient set does; a checkpoint does not, as
-    it records its training time, so the stages after a retrained model rerun."""
+def _outputs(task):
+    return [task.outputs] if isinstance(task.outputs, str) else list(task.outputs)
 
-    def __init__(self, manifest_path, preset, seed, force):
+
+def _changed(old, new, prefix=""):
+    """The keys of dict `new` whose values differ in `old`, dotted one level into dicts ("reads.train")."""
+    keys = []
+    for k in dict.fromkeys(list(new) + list(old)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and not prefix:
+            keys += _changed(a, b, f"{k}.")
+        elif a != b:
+            keys.append(prefix + k)
+    return keys
+
+
+class Stages:
+    """Runs jobs (`Task`s) and records each finished one in manifest.json, keyed by its first output:
+    its stage, module, settings, the checksums of its input files and of its outputs. A job is skipped
+    when that record matches and its outputs exist with the recorded checksums; an output changed since
+    (corrupted, replaced) is removed and its job rerun. Since the inputs' checksums are part of the
+    record, every later job that consumes a changed output reruns too. A rerun that gives the same bytes
+    changes nothing downstream: on the CPU a gradient set does; a checkpoint does not, as it records its
+    training time, so the jobs after a retrained model rerun. A manifest of an older version (one hash
+    of the whole preset per job) is read, said so in one line, and its jobs redone once."""
+
+    def __init__(self, manifest_path, force=False):
         self.path = manifest_path
-        self.preset_hash = hashlib.sha256(json.dumps(stage_settings(preset), sort_keys=True,
-                                                     default=str).encode()).hexdigest()[:16]
-        self.seed = seed
         self.force = force
         self.done = {}
         if os.path.exists(manifest_path) and not force:
             with open(manifest_path) as f:
                 self.done = json.load(f)
+            if any(isinstance(r, dict) and "settings" not in r for r in self.done.values()):
+                print(f"note: {manifest_path} was written by an older reproduce.py (one hash of the whole preset per "
+                      f"job); its jobs are redone once and recorded by what each reads (pass --force to say so)")
         self.sums = {}  # path -> checksum, each file read once per run
         self.timings = {}
 
@@ -64,27 +86,69 @@ class Stages:
             self.sums[path] = checksum(path) if os.path.exists(path) else None
         return self.sums[path]
 
-    def pending(self, stage, outputs, module, argv, inputs=()):
-        """The job's record if it must run (an output changed since its stage made it is removed
-        first), else None: its record matches the manifest and its outputs the recorded checksums."""
-        outputs = [outputs] if isinstance(outputs, str) else outputs
-        record = dict(stage=stage, module=module.__name__, argv=argv, preset=self.preset_hash, seed=self.seed,
-                      inputs={p: self.checksum(p) for p in inputs})
-        old = self.done.get(outputs[0])
-        old = old if isinstance(old, dict) else {}  # a manifest of an older version: redo
+    def record(self, task):
+        """The manifest record `task` would get (before its outputs' checksums)."""
+        module = task.module if isinstance(task.module, str) else task.module.__name__
+        settings = json.loads(json.dumps(task.settings if task.settings is not None else dict(argv=list(task.argv))))
+        return dict(stage=task.stage, module=module, settings=settings, inputs={p: self.checksum(p) for p in task.inputs})
+
+    def why(self, task):
+        """Why `task` must run (one phrase), or None when it is done: its record matches the manifest and
+        its outputs have the recorded checksums. Changes nothing on disk."""
+        if self.force:
+            return "--force"
+        record, old = self.record(task), self.done.get(_outputs(task)[0])
+        if not isinstance(old, dict):
+            return "not run yet"
+        if "settings" not in old:
+            return "recorded by an older reproduce.py"
+        for key in ("stage", "module"):
+            if old.get(key) != record[key]:
+                return f"its {key} changed"
+        changed = _changed(old.get("settings", {}), record["settings"])
+        if changed:
+            return "changed: " + ", ".join(changed)
+        inputs = [p for p in record["inputs"] if old.get("inputs", {}).get(p) != record["inputs"][p]]
+        if inputs or set(old.get("inputs", {})) != set(record["inputs"]):
+            return "inputs changed: " + ", ".join(inputs or ["the list"])
         made = old.get("outputs", {})
-        if (not self.force and {k: old.get(k) for k in record} == record
-                and all(self.checksum(o) is not None and self.checksum(o) == made.get(o) for o in outputs)):
+        for o in _outputs(task):
+            if self.checksum(o) is None:
+                return f"{o} is missing"
+            if self.checksum(o) != made.get(o):
+                return f"{o} changed since it was made"
+        return None
+
+    def pending(self, task):
+        """The job's record if it must run (an output changed since its job made it is removed first),
+        else None."""
+        if self.why(task) is None:
             return None
-        for o in outputs:  # changed since its stage made it: never let the stage take it as done
+        made = self.done.get(_outputs(task)[0])
+        made = made.get("outputs", {}) if isinstance(made, dict) else {}
+        for o in _outputs(task):  # changed since its stage made it: never let the stage take it as done
             if o in made and self.checksum(o) not in (None, made[o]):
-                print(f"{o} changed since {stage} made it (checksum differs); redoing {stage}")
+                print(f"{o} changed since {task.stage} made it (checksum differs); redoing {task.stage}")
                 if os.path.isdir(o):
                     shutil.rmtree(o)
                 else:
                     os.remove(o)
                 self.sums.pop(o, None)
-        return dict(record, outputs=outputs)
+        return dict(self.record(task), outputs=_outputs(task))
+
+    def status(self, tasks):
+        """[(task, reason)] without running anything: reason None for a job that is done, else why it
+        must run; a job whose inputs a pending job makes waits for it (the list names a job after the
+        jobs it reads from)."""
+        made_by, pending, out = {}, set(), []
+        for i, t in enumerate(tasks):
+            made_by.update({o: i for o in _outputs(t)})
+            waits = [p for p in t.inputs if made_by.get(p, i) in pending]
+            reason = f"after {waits[0]}{f' and {len(waits) - 1} more' if len(waits) > 1 else ''}" if waits else self.why(t)
+            if reason is not None:
+                pending.add(i)
+            out.append((t, reason))
+        return out
 
     def _finish(self, record):
         """Record a job that ran: its outputs' checksums, written to the manifest at once."""
@@ -94,13 +158,12 @@ class Stages:
         self.done[outputs[0]] = dict(record, outputs={o: self.checksum(o) for o in outputs})
         jsonio.write(self.path, self.done)
 
-    def run(self, stage, outputs, module, argv, inputs=()):
-        """Run one job of `stage` (module.main on argv) in this process unless it is done. Returns
-        whether it ran."""
-        return self.run_all([(stage, outputs, module, argv, inputs)]) == 1
+    def run(self, task):
+        """Run one job in this process unless it is done. Returns whether it ran."""
+        return self.run_all([task]) == 1
 
     def run_all(self, jobs, workers=1, threads=None):
-        """Run the jobs that are not done, [(stage, outputs, module, argv, inputs)], in list order as far
+        """Run the jobs that are not done, [Task], in list order as far
         as their inputs allow: a job whose inputs include another listed job's outputs waits for that
         job, and whether it must run at all is decided then (on the inputs as they came out). The list
         must name a job after the jobs it reads from. With `workers` 1 the jobs run in this process, else
@@ -113,30 +176,30 @@ class Stages:
         run. self.timings[stage] grows by the seconds its jobs ran (with several workers the stages of
         one call add up to about `workers` times its wall clock). Returns the number of jobs run."""
         made_by = {}  # output -> index of the listed job that makes it
-        for i, (_, outputs, _, _, _) in enumerate(jobs):
-            made_by.update({o: i for o in ([outputs] if isinstance(outputs, str) else outputs)})
+        for i, job in enumerate(jobs):
+            made_by.update({o: i for o in _outputs(job)})
         deps = []
         for i, job in enumerate(jobs):
-            d = {made_by[p] for p in job[4] if p in made_by}
+            d = {made_by[p] for p in job.inputs if p in made_by}
             if any(k >= i for k in d):
-                raise ValueError(f"job {job[1]} is listed before a job whose outputs it reads")
+                raise ValueError(f"job {job.outputs} is listed before a job whose outputs it reads")
             deps.append(d)
         state, records = {}, {}  # index -> 'todo' | 'wait' | 'running' | 'done'; index -> its record
-        for i, (stage, outputs, module, argv, inputs) in enumerate(jobs):
+        for i, job in enumerate(jobs):
             if any(state[k] != "done" for k in deps[i]):
                 state[i] = "wait"  # decided once its inputs exist
                 continue
-            records[i] = self.pending(stage, outputs, module, argv, inputs)
+            records[i] = self.pending(job)
             state[i] = "done" if records[i] is None else "todo"
         began = {}
 
         def ready():
             """The first job that can start now (its record made), or None."""
-            for i, (stage, outputs, module, argv, inputs) in enumerate(jobs):
+            for i, job in enumerate(jobs):
                 if state[i] not in ("todo", "wait") or any(state[k] != "done" for k in deps[i]):
                     continue
                 if state[i] == "wait":
-                    records[i] = self.pending(stage, outputs, module, argv, inputs)
+                    records[i] = self.pending(job)
                     if records[i] is None:
                         state[i] = "done"
                         return ready()  # a job it held back may be ready now
@@ -149,14 +212,14 @@ class Stages:
         def finished(i):
             self._finish(records[i])
             state[i] = "done"
-            stage = jobs[i][0]
+            stage = jobs[i].stage
             self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - began[i], 1)
 
         n = 0
         if workers <= 1:
             while (i := ready()) is not None:
                 started(i)
-                _run_module(jobs[i][2], jobs[i][3])
+                _run_module(jobs[i].module, jobs[i].argv)
                 finished(i)
                 n += 1
         elif any(v in ("todo", "wait") for v in state.values()):  # several workers: even one job goes to a
@@ -168,19 +231,20 @@ class Stages:
             left = sum(v in ("todo", "wait") for v in state.values())
             try:
                 with ProcessPoolExecutor(min(workers, left), multiprocessing.get_context("spawn")) as pool, \
-                        tqdm(total=left, desc=f"{' + '.join(dict.fromkeys(j[0] for j in jobs))} ({workers} processes)") as bar:
+                        tqdm(total=left, desc=f"{' + '.join(dict.fromkeys(j.stage for j in jobs))} ({workers} processes)") as bar:
                     running = {}
                     while True:
                         while len(running) < workers and (i := ready()) is not None:
                             started(i)
-                            running[pool.submit(_run_module, jobs[i][2].__name__, jobs[i][3])] = i  # by name
+                            module = jobs[i].module if isinstance(jobs[i].module, str) else jobs[i].module.__name__
+                            running[pool.submit(_run_module, module, jobs[i].argv)] = i  # by name
                         if not running:
                             break
                         done, _ = wait(running, return_when=FIRST_COMPLETED)
                         failed = [f for f in done if f.exception() is not None]
                         if failed:  # a job's error ends the run, as it would in one process, once the
                             # jobs beside it have finished and been recorded (a resume skips them)
-                            print(f"{jobs[running[failed[0]]][1]} failed; finishing the {len(running) - len(failed)} "
+                            print(f"{jobs[running[failed[0]]].outputs} failed; finishing the {len(running) - len(failed)} "
                                   f"job(s) running beside it", file=sys.stderr, flush=True)
                             for f in wait(running).done:
                                 if f.exception() is None:

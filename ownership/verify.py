@@ -12,6 +12,7 @@ import numpy as np
 
 from . import blackbox, gradients, metaclf, stats, training
 from .checkpoints import load_checkpoint, load_model
+from .data import originals
 from .constants import ALPHA, COLUMNS, TESTS
 from .errors import UserError
 from .presets import DATASETS, PER_COLUMN, per_column
@@ -120,6 +121,22 @@ def detection_rate(p_s, refs, protocol, *, seed, order):
                           < protocol.alpha for k in range(len(p_s) // m)]))
 
 
+def verifiers(columns, images, dataset, device, protocols, *, seed, data_dir, label_only=False):
+    """{key: Verifier} for `columns` {key: (meta-classifier path or None, references)}, key = (arch,
+    column) with column one of constants.COLUMNS and `protocols` {column: Protocol}: one Verifier per
+    distinct (classifier, references, column), so the any-architecture black-box classifier
+    (ownership.plan.verdict_files) is loaded and its references scored once for every architecture.
+    `label_only` applies to the black-box column (Verifier)."""
+    made, out = {}, {}
+    for key, (clf, refs) in columns.items():
+        column = key[1]
+        if (clf, tuple(refs), column) not in made:
+            made[clf, tuple(refs), column] = Verifier(clf, refs, images, dataset, device, protocols[column], seed=seed,
+                                                      data_dir=data_dir, label_only=label_only and column == "black-box")
+        out[key] = made[clf, tuple(refs), column]
+    return out
+
+
 def _finite(p, clf):
     """The model's features were finite (checked where they are made), so NaN here is the classifier's."""
     if not np.isfinite(p).all():
@@ -166,9 +183,9 @@ class Verifier:
         self.augment = True if clf.get("augment") is None else clf["augment"]
         self.originals = None
         if self.access == "white-box" and self.feature == "input-gradient":
-            self.originals = blackbox.originals(images, dataset, data_dir, "test")
+            self.originals = originals(images, dataset, data_dir, "test")
         if self.access == "black-box":
-            self.queries = blackbox.queries(images, blackbox.originals(images, dataset, data_dir, "test"), dataset,
+            self.queries = blackbox.queries(images, originals(images, dataset, data_dir, "test"), dataset,
                                             self.clf["views"], seed)
         d = DATASETS[dataset]
         self.p_references = np.stack([

@@ -250,9 +250,10 @@ def st_suspect(w):
 
 
 def test_safetensors_suspect_same_gradient_set(w, st_suspect, tmp_path):
-    from ownership import cli, gradient_sets
+    from ownership import gradient_sets
+    from ownership.presets import get_preset
     pt, bare, meta = st_suspect
-    wb = cli.white_box("fmnist")  # gradientset.py's defaults on fmnist
+    wb = get_preset("fmnist")["white_box"]  # gradientset.py's defaults on fmnist
     want = np.load(gradient_sets.collect(pt, "fmnist", w["dd"], str(tmp_path / "g"), augment=wb["augment"],
                                          feature=wb["feature"]))
     for path, flags in ((bare, ["--model=wrn10-1"]), (meta, [])):

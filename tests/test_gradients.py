@@ -18,6 +18,17 @@ from network import get_model
 from ownership import gradients as G
 from ownership.data import ImageSet
 
+
+def reduced_grads(model, x, y):
+    """Batched per-sample reduced gradients by the fastest method that applies (gradients.reduced_grads_fn)."""
+    return G.reduced_grads_fn(model)(x, y)
+
+
+def gradient_signs(model, images, dataset, device, batch_size=128, augment=True, seed=0, out=None, rows=None):
+    """The paper's white-box features: int8 sign vectors (N x d), white_box_features("weight-signs")."""
+    return G.white_box_features(model, images, dataset, device, "weight-signs", batch_size, augment, seed, out,
+                                rows=rows)
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """These models are tiny: one thread is as fast, and it does not stall (25x slower was seen) while
@@ -52,7 +63,7 @@ def nontrivial_bn(model, in_channels, size, seed=0):
 def all_methods(model, x, y):
     """{name: reduced gradients} for the loop, vmap and the engine with every convolution method."""
     out = {"loop": G.reduced_grads_loop(model, x, y), "vmap": G.reduced_grads_vmap(model, x, y),
-           "reduced_grads": G.reduced_grads(model, x, y)}
+           "reduced_grads": reduced_grads(model, x, y)}
     for method, cl in METHODS:
         out[f"engine-{method}-cl{cl}"] = G.GradientEngine(model, method, cl)(x, y)
     return out
@@ -195,7 +206,7 @@ def test_engine_rejects_what_it_cannot_do():
         G.GradientEngine(model)
     x, y = torch.randn(2, 4, 3, 3, dtype=torch.float64), torch.tensor([0, 1])
     model = model.double()
-    torch.testing.assert_close(G.reduced_grads(model, x, y), G.reduced_grads_loop(model, x, y))
+    torch.testing.assert_close(reduced_grads(model, x, y), G.reduced_grads_loop(model, x, y))
     with pytest.raises(ValueError):
         G.GradientEngine(nn.Linear(2, 2), conv_method="nope")
 
@@ -209,12 +220,12 @@ def test_gradient_signs_memmap_and_batch_sizes(tmp_path, monkeypatch):
     images = ImageSet(torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8),
                       torch.randint(0, 10, (10,), generator=g), [str(i) for i in range(10)])
     d = G.feature_dim(model)
-    whole = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=10, augment=True, seed=5)
+    whole = gradient_signs(model, images, "fmnist", "cpu", batch_size=10, augment=True, seed=5)
     assert whole.shape == (10, d) and whole.dtype == np.int8 and set(np.unique(whole)) <= {-1, 0, 1}
     for bs in (1, 3, 4, 7):
         path = tmp_path / f"g{bs}.npy"
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.int8, shape=(10, d))
-        got = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=bs, augment=True, seed=5, out=arr)
+        got = gradient_signs(model, images, "fmnist", "cpu", batch_size=bs, augment=True, seed=5, out=arr)
         assert got is arr
         arr.flush()
         del arr, got
@@ -223,9 +234,9 @@ def test_gradient_signs_memmap_and_batch_sizes(tmp_path, monkeypatch):
     xs, ys = zip(*G._blocks(images, "fmnist", "cpu", torch.float64, True, 5))
     ref = torch.sign(G.reduced_grads_loop(model, torch.cat(xs), torch.cat(ys))).to(torch.int8).numpy()
     np.testing.assert_array_equal(whole, ref)
-    other_seed = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=10, augment=True, seed=6)
+    other_seed = gradient_signs(model, images, "fmnist", "cpu", batch_size=10, augment=True, seed=6)
     assert (other_seed != whole).any()
-    plain = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=3, augment=False)
+    plain = gradient_signs(model, images, "fmnist", "cpu", batch_size=3, augment=False)
     xs, ys = zip(*G._blocks(images, "fmnist", "cpu", torch.float64, False, 0))
     np.testing.assert_array_equal(
         plain, torch.sign(G.reduced_grads_loop(model, torch.cat(xs), torch.cat(ys))).to(torch.int8).numpy())
@@ -240,14 +251,14 @@ def test_gradient_signs_rows_match_the_whole_set(monkeypatch):
     g = torch.Generator().manual_seed(3)
     images = ImageSet(torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8),
                       torch.randint(0, 10, (10,), generator=g), [str(i) for i in range(10)])
-    whole = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=4, seed=5)
+    whole = gradient_signs(model, images, "fmnist", "cpu", batch_size=4, seed=5)
     for rows in (slice(0, 4), slice(4, 8), slice(8, 10), slice(4, 10), slice(10, 10)):
-        np.testing.assert_array_equal(G.gradient_signs(model, images, "fmnist", "cpu", batch_size=4, seed=5,
+        np.testing.assert_array_equal(gradient_signs(model, images, "fmnist", "cpu", batch_size=4, seed=5,
                                                        rows=rows), whole[rows], err_msg=str(rows))
-    restarted = G.gradient_signs(model, images.subset(range(4, 10)), "fmnist", "cpu", batch_size=4, seed=5)
+    restarted = gradient_signs(model, images.subset(range(4, 10)), "fmnist", "cpu", batch_size=4, seed=5)
     assert (restarted != whole[4:]).any()
     with pytest.raises(ValueError):
-        G.gradient_signs(model, images, "fmnist", "cpu", rows=slice(2, 10))
+        gradient_signs(model, images, "fmnist", "cpu", rows=slice(2, 10))
 
 
 def test_shard_rows_cover_the_set_in_whole_units(monkeypatch):
@@ -277,11 +288,11 @@ def test_signs_unchanged_under_bf16_autocast():
                       torch.randint(0, 10, (16,), generator=g), [str(i) for i in range(10)])
     x, y = next(G._blocks(images, "fmnist", "cpu", torch.float32, True, 1))
     engine = G.GradientEngine(model)
-    fp32 = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=8, seed=1)
+    fp32 = gradient_signs(model, images, "fmnist", "cpu", batch_size=8, seed=1)
     fp32_engine = engine(x, y)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
-        under = G.gradient_signs(model, images, "fmnist", "cpu", batch_size=8, seed=1)
+        under = gradient_signs(model, images, "fmnist", "cpu", batch_size=8, seed=1)
         under_engine = engine(x, y)
         bf16 = engine._compute(x, y)
     np.testing.assert_array_equal(under, fp32)

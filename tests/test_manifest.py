@@ -1,4 +1,4 @@
-"""ownership.manifest.Stages (reproduce.py's stages): a stage is skipped only when its record (argv, preset, seed, input checksums)
+"""ownership.manifest.Stages (reproduce.py's stages): a stage is skipped only when its record (settings, input checksums)
 matches and its outputs exist with the recorded checksums; a changed output reruns its stage, and a
 changed input reruns the stages that consume it. Toy stages that copy text, no training."""
 import argparse
@@ -6,6 +6,7 @@ import json
 import os
 
 from ownership import manifest as reproduce
+from ownership.manifest import Task
 
 
 class Stage:
@@ -39,22 +40,23 @@ class Stage:
                 f.write(text)
 
 
-def test_stages_rerun_what_changed(tmp_path):
+def test_stages_rerun_what_changed(tmp_path, capsys):
     a, b, c = (str(tmp_path / n) for n in ("a.txt", "b.txt", "c"))
     A, B, C = Stage("A"), Stage("B"), Stage("C")
     manifest = str(tmp_path / "manifest.json")
 
     def pipeline(text="x", seed=0):
-        st = reproduce.Stages(manifest, {"preset": 1}, seed, force=False)
-        st.run("a", a, A, ["--out", a, "--text", text])
-        st.run("b", b, B, ["--out", b, "--src", a], [a])
-        st.run("c", c, C, ["--out", c, "--folder", "--text", "z"])
+        st = reproduce.Stages(manifest)
+        job = lambda *a, inputs=(): Task(*a, inputs, dict(argv=a[3], seed=seed))  # noqa: E731
+        st.run(job("a", a, A, ["--out", a, "--text", text]))
+        st.run(job("b", b, B, ["--out", b, "--src", a], inputs=[a]))
+        st.run(job("c", c, C, ["--out", c, "--folder", "--text", "z"]))
         return A.calls, B.calls, C.calls
 
     assert pipeline() == (1, 1, 1)
     assert pipeline() == (1, 1, 1)                      # all skipped
     record = json.load(open(manifest))[b]
-    assert record["argv"] == ["--out", b, "--src", a] and record["seed"] == 0
+    assert record["settings"] == {"argv": ["--out", b, "--src", a], "seed": 0}
     assert record["inputs"] == {a: reproduce.checksum(a)} and record["outputs"] == {b: reproduce.checksum(b)}
 
     open(b, "w").write("corrupt")
@@ -70,9 +72,18 @@ def test_stages_rerun_what_changed(tmp_path):
     assert pipeline(text="y", seed=1) == (4, 5, 2)      # a file of a folder output changed: removed and redone
     assert open(os.path.join(c, "b.txt")).read() == "b.txtz"
 
-    old = {k: "0123456789abcdef" for k in json.load(open(manifest))}  # the earlier manifest format
+    old = {k: "0123456789abcdef" for k in json.load(open(manifest))}  # the earliest manifest format
     json.dump(old, open(manifest, "w"))
     assert pipeline(text="y", seed=1) == (5, 6, 2)      # redone (c's own check keeps the folder)
+    old = {k: dict(v, preset="0123456789abcdef", argv=v["settings"]["argv"], seed=1)  # one preset hash per job
+           for k, v in json.load(open(manifest)).items()}
+    for v in old.values():
+        del v["settings"]
+    json.dump(old, open(manifest, "w"))
+    capsys.readouterr()
+    assert pipeline(text="y", seed=1) == (6, 7, 2)      # redone once, said in one line
+    assert capsys.readouterr().out.count("written by an older reproduce.py") == 1
+    assert pipeline(text="y", seed=1) == (6, 7, 2)
 
 
 def test_checksum_of_a_folder(tmp_path):
@@ -96,15 +107,15 @@ def test_run_all_runs_jobs_in_worker_processes(tmp_path):
     import toy_stage
     manifest = str(tmp_path / "manifest.json")
     outs = [str(tmp_path / f"{k}.txt") for k in range(4)]
-    jobs = [("toy", o, toy_stage, ["--out", o, "--text", f"job{k}"], []) for k, o in enumerate(outs)]
-    st = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
+    jobs = [Task("toy", o, toy_stage, ["--out", o, "--text", f"job{k}"], []) for k, o in enumerate(outs)]
+    st = reproduce.Stages(manifest)
     assert st.run_all(jobs, workers=2, threads=1) == 4
     for k, o in enumerate(outs):
         text, pid, threads = open(o).read().split()
         assert text == f"job{k}" and int(pid) != os.getpid() and threads == "1"
     done = json.load(open(manifest))
     assert all(done[o]["outputs"] == {o: reproduce.checksum(o)} for o in outs) and "toy" in st.timings
-    again = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
+    again = reproduce.Stages(manifest)
     assert again.run_all(jobs, workers=2, threads=1) == 0
 
 
@@ -114,23 +125,23 @@ def test_run_all_waits_for_the_jobs_a_job_reads(tmp_path):
     on its new output; a job listed before the job it reads from is refused."""
     import toy_stage
     a, b, c, d = (str(tmp_path / f"{n}.txt") for n in "abcd")
-    jobs = [("one", a, toy_stage, ["--out", a, "--text", "A"], []),
-            ("one", b, toy_stage, ["--out", b, "--text", "B"], []),
-            ("two", c, toy_stage, ["--out", c, "--text", "C", "--src", a, b], [a, b]),
-            ("three", d, toy_stage, ["--out", d, "--text", "D", "--src", c], [c])]
+    jobs = [Task("one", a, toy_stage, ["--out", a, "--text", "A"], []),
+            Task("one", b, toy_stage, ["--out", b, "--text", "B"], []),
+            Task("two", c, toy_stage, ["--out", c, "--text", "C", "--src", a, b], [a, b]),
+            Task("three", d, toy_stage, ["--out", d, "--text", "D", "--src", c], [c])]
     for workers in (2, 1):
         manifest = str(tmp_path / f"manifest{workers}.json")
-        st = reproduce.Stages(manifest, {"preset": 1}, 0, force=False)
+        st = reproduce.Stages(manifest)
         assert st.run_all(jobs, workers=workers, threads=1) == 4
         assert open(d).read().split()[0] == "D+C+A+B"
         assert set(st.timings) == {"one", "two", "three"}
         # a redone: in a new worker its pid, so its bytes, differ and c and d are redone; in this process
         # it comes out the same, so c and d are not
         os.remove(a)
-        assert reproduce.Stages(manifest, {"preset": 1}, 0, force=False).run_all(
+        assert reproduce.Stages(manifest).run_all(
             jobs, workers=workers, threads=1) == (3 if workers > 1 else 1)
     try:
-        reproduce.Stages(str(tmp_path / "m.json"), {"preset": 1}, 0, force=False).run_all(jobs[::-1])
+        reproduce.Stages(str(tmp_path / "m.json")).run_all(jobs[::-1])
     except ValueError as e:
         assert "listed before" in str(e)
     else:
@@ -142,10 +153,10 @@ def test_a_failed_job_ends_the_run_after_the_jobs_beside_it_are_recorded(tmp_pat
     import toy_stage
     from ownership.errors import UserError
     ok, bad, later = (str(tmp_path / f"{n}.txt") for n in ("ok", "bad", "later"))
-    jobs = [("toy", ok, toy_stage, ["--out", ok, "--sleep", "2"], []),
-            ("toy", bad, toy_stage, ["--out", bad, "--fail"], []),
-            ("toy", later, toy_stage, ["--out", later, "--src", bad], [bad])]
+    jobs = [Task("toy", ok, toy_stage, ["--out", ok, "--sleep", "2"], []),
+            Task("toy", bad, toy_stage, ["--out", bad, "--fail"], []),
+            Task("toy", later, toy_stage, ["--out", later, "--src", bad], [bad])]
     manifest = str(tmp_path / "manifest.json")
     with pytest.raises(UserError, match="toy failure"):
-        reproduce.Stages(manifest, {"preset": 1}, 0, force=False).run_all(jobs, workers=2, threads=1)
+        reproduce.Stages(manifest).run_all(jobs, workers=2, threads=1)
     assert list(json.load(open(manifest))) == [ok] and not os.path.exists(later)  # ok recorded, later never ran

@@ -275,8 +275,9 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     """evaluate.py --aggregate-only on a finished seed: rates per access and mode, the m sweep and the
     (m, tau) grid from the saved probabilities, written as strict JSON."""
     import evaluate
+    from ownership import cli
     from ownership.training import amp_name
-    fp = amp_name("cpu", "auto")
+    fp = amp_name(cli.get_device(None), "auto")  # the device evaluate.py runs on: a GPU box's CUDA too
     seed_dir = tmp_path / f"seeds-{fp}" / "0"
     seed_dir.mkdir(parents=True)
     os.symlink(smoke[0] / "results", seed_dir / "results")
@@ -341,3 +342,29 @@ def test_black_box_feature_variant(smoke, tmp_path):
     assert load_checkpoint(str(smoke[0] / "work" / "model/clf/blackbox-fmnist.pt"))["d"] == d[smoke[3]["black_box_feature"]]
     for a, b in zip(res["rows"], smoke[3]["rows"]):
         assert a["white-box"] == b["white-box"] and a["baseline"] == b["baseline"]
+
+
+@pytest.mark.parametrize("access", ["white-box", "black-box"])
+def test_reference_commands_make_reproduce_s_classifiers(smoke, tmp_path, access):
+    """README's reference commands, `python gradientset.py --m=<model>` and `python train_clf.py
+    --type=wrn16-1` (black-box: `--access black-box`, every architecture), with the run's --preset and
+    folders and nothing else: the same gradient set bytes, the same classifier settings and weights
+    as reproduce.py's (one hand-off of the preset, cli.preset_of; no stage default of its own)."""
+    import gradientset
+    import train_clf
+    work = smoke[0] / "work"
+    dirs = ["--preset", "smoke", f"--data-dir={work / 'data'}", f"--model-dir={work / 'model'}",
+            f"--grad-dir={work / 'gradients_set'}"]
+    theirs = load_checkpoint(str(work / smoke[3]["classifiers"]["wrn16-1"][access]["path"]))
+    if access == "white-box":
+        victim = work / "model" / "victim" / "vict-wrn16-1.pt"
+        got = gradientset.main(gradientset.get_parser().parse_args(
+            ["--model=wrn16-1", f"--m={victim}", f"--gradientset_path={tmp_path / 'g.npy'}", *dirs]))
+        want = work / "gradients_set" / "vict-wrn16-1.pt" / "fmnist_seurat_10%" / "g_l.npy"
+        assert open(got, "rb").read() == open(want, "rb").read()
+    flags = ["--type=wrn16-1"] if access == "white-box" else ["--access", "black-box"]
+    mine = train_clf.main(train_clf.get_parser().parse_args(flags + [f"--out={tmp_path / 'clf.pt'}", *dirs]))
+    for key in ("d", "hidden", "feature", "augment", "kind", "n_train", "sources"):
+        assert mine[key] == theirs[key], key
+    assert theirs["state_dict"].keys() == mine["state_dict"].keys()
+    assert all(torch.equal(theirs["state_dict"][k], mine["state_dict"][k]) for k in theirs["state_dict"])
