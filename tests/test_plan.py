@@ -53,7 +53,8 @@ def test_the_plan_lists_each_job_after_its_inputs(tmp_path):
     assert plan.jobs[0].stage == "embed" and plan.jobs[1].output == paths.victim(plan.model_dir, "wrn16-1")
     assert len(made) == len(plan.jobs)  # one job per output
     assert [m for m, _, _ in plan.suspects] == ["source", "distillation", "zero-shot", "fine-tune", "label-query",
-                                                "logit-query", "multi-stage", "independent", "independent"]
+                                                "logit-query", "multi-stage", "label-query (natural)",
+                                                "logit-query (natural)", "independent", "independent"]
     # the any-architecture rule: one black-box classifier and every architecture's references for both
     clf, refs = plan.columns["wrn16-1", "black-box"]
     assert plan.columns["wrn10-1", "black-box"] == (clf, refs) and clf.endswith("blackbox-fmnist.pt")
