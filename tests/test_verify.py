@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ownership_verification
-from ownership import jsonio, stats, verify
+from ownership import cli, jsonio, stats, verify
 from ownership.errors import UserError
 from ownership.presets import PRESETS, get_preset
 from ownership.verify import Protocol
@@ -52,7 +52,9 @@ def _args(**kw):
 
 
 def test_verification_script_takes_the_datasets_preset():
-    f = ownership_verification.protocol_of
+    def f(args):  # the preset as the script resolves it (cli.preset_of), then its protocol
+        args.scale = 1.0
+        return ownership_verification.protocol_of(args, cli.preset_of(args))
     assert f(_args()) == Protocol.from_preset(PRESETS["fmnist"], column="white-box")
     assert f(_args(access="black-box")).tau == 0.1 and f(_args(access="baseline")).tau == 0.1
     assert f(_args(dataset="cifar10")) == Protocol("paired-all", 10, 0.0, 0.01)
