@@ -82,7 +82,19 @@ def ask(tmp_path, capsys, url, *flags, q=None):
 
 
 # ----------------------------------------------------------------------------- hostile server
-class Hostile:
+
+class Running:
+    """A test server (self.srv) that serves in a daemon thread inside a with-block, and shuts down after it."""
+
+    def __enter__(self):
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+class Hostile(Running):
     """A server whose every POST is answered by `behave(handler, body)`; `hits` counts requests."""
 
     def __init__(self, behave):
@@ -107,13 +119,6 @@ class Hostile:
         self.srv.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/predict"
 
-    def __enter__(self):
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def send(h, code=200, body=b"", headers=()):
@@ -454,19 +459,12 @@ def test_predictions_file_with_top_k_and_labels(tmp_path):
 
 
 # ----------------------------------------------------------------------------- serve.py
-class Served:
+class Served(Running):
     def __init__(self, model=None, **kw):
         self.srv = serve.make_server(model or tiny_model(), "fmnist", port=0, **kw)
         self.port = self.srv.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/"
 
-    def __enter__(self):
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def raw_request(port, data, timeout=5):
