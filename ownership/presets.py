@@ -85,7 +85,7 @@ PRESETS = {
             "logit-query": dict(epochs=2, lr=0.05, batch=32, **_FMNIST),
             # zero-shot: 160 DFAD iterations, so that the thief steals at least half the victim's accuracy (issue 30):
             # on the seed-0 victim (85.3 %) 40 iterations gave 12.5-22.8 % clean accuracy, 160 gave 64.6 % in 104 s
-            # against 26 s (bf16, one 2-thread process) (docs/VALIDITY.md, "Zero-shot thief")
+            # against 26 s (bf16, one 2-thread process) (docs/VALIDITY.md, "Zero-shot thief, 160 iterations")
             "zero-shot": dict(iterations=160, batch=128, student_steps=5, lr_g=1e-3, lr_s=0.1, z_dim=100,
                               gen_width=16),
         },
