@@ -267,6 +267,7 @@ def main(args):
     device = cli.get_device(args.gpu)
     if args.verify_record:
         return verify_record(args, device)
+    cli.preset_of(args)  # --dataset and --gamma before any branch reads them (the export too)
     through_api = api.requested(args)
     if through_api:
         api.check_args(args)

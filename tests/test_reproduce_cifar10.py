@@ -74,6 +74,7 @@ def test_cifar10_preset_end_to_end(repo, tmp_path):
     assert [(row["mode"], row["arch"]) for row in res["rows"]] == [
         ("source", "wrn28-10"), ("distillation", "wrn16-1"), ("zero-shot", "wrn16-1"), ("fine-tune", "wrn28-10"),
         ("label-query", "wrn16-1"), ("logit-query", "wrn16-1"), ("multi-stage", "wrn16-1"),
+        ("label-query (natural)", "wrn16-1"), ("logit-query (natural)", "wrn16-1"),
         ("independent", "wrn16-1"), ("independent", "wrn28-10")]
     for row in res["rows"]:
         assert all(0 <= row[a]["p_value"] <= 1 for a in ACCESSES), row

@@ -154,7 +154,8 @@ def test_corrupted_checkpoint_redoes_its_stage(smoke):
     path = root / "work" / "model" / "attack" / "atta-label-wrn10-1.pt"
     manifest = root / "results" / "manifest.json"
     recorded = json.loads(manifest.read_text())[str(path)]
-    assert recorded["outputs"] == {str(path): _sha256(path)} and recorded["seed"] == 0
+    run = recorded["settings"]["run"]
+    assert recorded["outputs"] == {str(path): _sha256(path)} and run[run.index("--seed") + 1] == "0"
     weights = torch.load(path, weights_only=True)["state_dict"]
     with open(path, "r+b") as f:
         f.seek(os.path.getsize(path) // 2)
