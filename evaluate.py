@@ -165,7 +165,8 @@ def main(args):
                   false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in COLUMNS
                                                  if "independent" in modes},
                   rows=table, accuracy={mode: float(np.median([r["clean_acc"] for _, res, _ in runs for r in res["rows"]
-                                                               if r["mode"] == mode])) for mode in modes})
+                                                               if r["mode"] == mode])) for mode in modes},
+                  transfer_gap=transfer_gaps(runs, modes))
     if args.untrained:
         result["untrained"] = untrained_verdicts(args, out, variant, runs, protocols)
     jsonio.write(os.path.join(out, name + ".json"), result)
@@ -174,6 +175,19 @@ def main(args):
     plot(result, os.path.join(out, name + ".png"))
     print(md)
     return result
+
+
+def transfer_gaps(runs, modes):
+    """Per mode, the median over seeds and models of the transfer gap (reproduce.add_transfer_gap: stylised
+    accuracy minus the seed's preset independent models' mean), recomputed from the rows' accuracies so
+    that runs made before the column count too; None where a run lacks accuracies."""
+    gaps = {mode: [] for mode in modes}
+    for _, res, _ in runs:
+        rows = [dict(r) for r in res["rows"]]
+        reproduce.add_transfer_gap(rows, len(get_preset(res["preset"], res["scale"])["independents"]))
+        for r in rows:
+            gaps[r["mode"]].append(r["transfer_gap"])
+    return {mode: None if not g or None in g else float(np.median(g)) for mode, g in gaps.items()}
 
 
 def untrained_verdicts(args, out, variant, runs, protocols):
@@ -233,7 +247,7 @@ def classifier_quality(runs):
 
 
 def render(result):
-    """validity.json as markdown: the rates table, the false-positive lines (independent and, where
+    """validity.json as markdown: the rates table (with the median transfer gap), the false-positive lines (independent and, where
     verified, untrained models), the classifiers' quality, the (m, tau) grid."""
     proto = result["protocol"]
     fmt_m = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
@@ -245,16 +259,18 @@ def render(result):
              "would run it). All draws: the same over every disjoint draw of m images from each seed's pool of "
              "stylised test images. For `independent` both are false-positive rates. m needed: median smallest m "
              "with p < alpha ('—' if some seed never got there).", "",
-             "| mode | median clean acc | " + " | ".join(f"{a} detected | all draws | median p | median Δμ | m needed"
-                                                        for a in COLUMNS) + " |",
-             "|---|---|" + "---|" * (5 * len(COLUMNS))]
+             "| mode | median clean acc | median transfer gap | " + " | ".join(
+                 f"{a} detected | all draws | median p | median Δμ | m needed" for a in COLUMNS) + " |",
+             "|---|---|---|" + "---|" * (5 * len(COLUMNS))]
+    gaps = result.get("transfer_gap", {})  # validity.json before the column: none
     for mode, acc in result["accuracy"].items():
         cells = []
         for a in COLUMNS:
             r = result["rows"][a][mode]
             cells += [f"{r['detected']:.2f} ({r['n']})", f"{r['all_draws']:.2f}", f"{r['median_p']:.2e}",
                       f"{r['median_delta_mu']:.3f}", fmt_m(r["median_m_needed"])]
-        lines.append(f"| {mode} | {acc:.3f} | " + " | ".join(cells) + " |")
+        gap = gaps.get(mode)
+        lines.append(f"| {mode} | {acc:.3f} | {'—' if gap is None else f'{gap:+.3f}'} | " + " | ".join(cells) + " |")
     fpr, fpr_all = result["false_positive_rate"], result["false_positive_rate_all_draws"]
     lines += ["", "False-positive rate on independent models: " + ", ".join(
         f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + "."]

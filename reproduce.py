@@ -184,7 +184,19 @@ def verify_suspects(plan, protocols, device):
             probs[column]["suspect"].append(r["p_suspect"])
             probs[column]["references"].append(r["p_references"])
         rows.append(row)
+    add_transfer_gap(rows, len(plan.preset["independents"]))
     return rows, probs
+
+
+def add_transfer_gap(rows, n_independent):
+    """Each row's transfer gap (issue 30; docs/VALIDITY.md, "Query thieves"): its stylised accuracy minus
+    the mean of the run's first `n_independent` independent models' (the preset's, trained like the
+    defender's, not --hard-negatives), None where an accuracy is missing. How much of the external feature
+    a suspect carries beyond what any model of the task gets right on the stylised images."""
+    base = [r["stylised_acc"] for r in rows if r["mode"] == "independent"][:n_independent]
+    mean = sum(base) / len(base) if base and None not in base else None
+    for r in rows:
+        r["transfer_gap"] = None if mean is None or r["stylised_acc"] is None else r["stylised_acc"] - mean
 
 
 def classifier_records(plan):
@@ -204,13 +216,15 @@ def classifier_records(plan):
 
 
 def table(result):
-    """The results as a markdown table, one row per suspect, both accesses."""
+    """The results as a markdown table, one row per suspect, every verdict column."""
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    head = "| mode | suspect | arch | clean acc | stylised acc |" + " p | Δμ | verdict |".join(
+    head = "| mode | suspect | arch | clean acc | stylised acc | transfer gap |" + " p | Δμ | verdict |".join(
         f" {a}" for a in COLUMNS) + " p | Δμ | verdict |"
-    lines = [head, "|---" * (5 + 3 * len(COLUMNS)) + "|"]
+    lines = [head, "|---" * (6 + 3 * len(COLUMNS)) + "|"]
     for r in result["rows"]:
-        cells = [r["mode"], r["suspect"], r["arch"], fmt(r["clean_acc"]), fmt(r["stylised_acc"])]
+        gap = r.get("transfer_gap")  # results.json of runs before the column: none
+        cells = [r["mode"], r["suspect"], r["arch"], fmt(r["clean_acc"]), fmt(r["stylised_acc"]),
+                 "—" if gap is None else f"{gap:+.3f}"]
         for a in COLUMNS:
             cells += [f"{r[a]['p_value']:.2e}", f"{r[a]['delta_mu']:.3f}", r[a]["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -69,6 +69,16 @@ def _row(row, num_classes):
     return v, g
 
 
+def _shape_error(source, shape, n, num_classes):
+    """The one-line UserError for an answer array of the wrong `shape` (n queries, num_classes classes):
+    a wrong count of rows is named as such, any other shape as the shape expected."""
+    if len(shape) == 2 and shape[1] == num_classes:
+        return UserError(f"{source}: {shape[0]} answers for {n} queries; give one probability vector per query, "
+                         f"in queries.json order")
+    return UserError(f"{source}: answers of shape {tuple(shape)}, expected ({n}, {num_classes}): one probability "
+                     f"per class ({num_classes} classes) for each query")
+
+
 def parse(rows, source, n, num_classes, first=0):
     """(values float64 (n, C), given bool (n, C)) from n answer rows in any accepted form (module
     docstring); a one-line UserError naming `source` for a wrong count, shape, type or class.
@@ -78,8 +88,7 @@ def parse(rows, source, n, num_classes, first=0):
             raise UserError(f"{source}: answers of dtype {rows.dtype} ({'complex' if rows.dtype.kind == 'c' else 'not real numbers'}); "
                             f"give real probabilities")
         if rows.ndim != 2 or rows.shape != (n, num_classes):
-            raise UserError(f"{source}: answers of shape {rows.shape}, expected ({n}, {num_classes}): one probability "
-                            f"per class ({num_classes} classes) for each query")
+            raise _shape_error(source, rows.shape, n, num_classes)
         return rows.astype(np.float64), np.ones(rows.shape, bool)
     if not isinstance(rows, (list, tuple)):
         raise UserError(f"{source}: the answers are a {type(rows).__name__}, not a list of rows; give one "
@@ -239,8 +248,7 @@ def _npy(path, n, num_classes):
             raise UserError(f"{path}: answers of dtype {dtype} ({'complex' if dtype.kind == 'c' else 'not real numbers'}); "
                             f"save real probabilities (float32 or float64)")
         if tuple(shape) != (n, num_classes):
-            raise UserError(f"{path}: answers of shape {tuple(shape)}, expected ({n}, {num_classes}): one probability "
-                            f"per class ({num_classes} classes) for each query")
+            raise _shape_error(path, tuple(shape), n, num_classes)
         if os.path.getsize(path) < f.tell() + n * num_classes * dtype.itemsize:
             raise UserError(f"{path} is truncated: its header promises {n}x{num_classes} values; copy it again")
     return np.load(path, allow_pickle=False)

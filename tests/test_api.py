@@ -119,7 +119,9 @@ def test_stolen_and_independent_differ(expected):
 
 @pytest.fixture(scope="session")
 def exported(smoke, tmp_path_factory):
-    """The exported queries and the stolen model's answers, computed from the PNG files alone."""
+    """The exported queries and the stolen model's answers, computed from the PNG files alone (in one
+    batch of 1000, so the float32 sums differ from the verifier's batches in the last bits: the
+    p-values it gives agree to rel 1e-5, 1.8e-6 measured)."""
     t = tmp_path_factory.mktemp("export")
     out = verify(smoke, t, "--export-queries", str(t / "q"), "--c", smoke["clf"])
     with open(out["queries"]) as f:
@@ -158,7 +160,7 @@ def test_predictions_file_matches_weights(smoke, expected, exported, tmp_path, f
         order = np.random.default_rng(1).permutation(len(ids))
         path.write_text("".join(json.dumps({"id": ids[j], "probs": probs[j].tolist()}) + "\n" for j in order))
     r = verify(smoke, tmp_path, "--predictions", str(path), "--queries", str(folder))
-    assert r["p_value"] == pytest.approx(expected["stolen"]["p_value"], rel=1e-6, abs=1e-12)
+    assert r["p_value"] == pytest.approx(expected["stolen"]["p_value"], rel=1e-5, abs=1e-12)
     assert r["verdict"] == expected["stolen"]["verdict"]
 
 
@@ -171,7 +173,7 @@ def test_label_only(smoke, exported, tmp_path, capsys):
                             "--max-qps", "0", "--api-batch", "250")
         assert code == 2 and len(err) == 1 and "--label-only" in err[0]  # labels without the flag
         r = http(smoke, tmp_path, s.url, "--label-only")
-    assert r["label_only"] and r["p_value"] == pytest.approx(from_file["p_value"], rel=1e-6, abs=1e-12)
+    assert r["label_only"] and r["p_value"] == pytest.approx(from_file["p_value"], rel=1e-5, abs=1e-12)
     answers = np.load(tmp_path / "prob" / "fmnist" / "api-endpoint-blackbox-labels.npz")["answers"]
     assert set(np.unique(answers)) == {0.0, 1.0} and (answers.sum(1) == 1).all()
 
@@ -238,7 +240,7 @@ def test_resume_after_server_failure(smoke, expected, tmp_path, capsys):
         again = verify(smoke, tmp_path, "--endpoint", s.url, *flags)
         assert s.srv.requests == 1  # all cached: only the re-ask
     for x in (r, again):
-        assert x["p_value"] == pytest.approx(expected["stolen"]["p_value"], rel=1e-6, abs=1e-12)
+        assert x["p_value"] == pytest.approx(expected["stolen"]["p_value"], rel=1e-5, abs=1e-12)
 
 
 def test_unreachable_endpoint_and_argument_errors(smoke, tmp_path, capsys):

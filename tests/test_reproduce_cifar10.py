@@ -93,13 +93,14 @@ def test_cifar10_preset_end_to_end(repo, tmp_path):
         clf = torch.load(work / "model" / "clf" / f"gradsign-cifar10-{arch}.pt", weights_only=True)
         assert clf["d"] == dim and clf["n_train"] + clf["n_test"] == 6 * 30  # 2 victim-like + 4 benign models
     # 4 held-out references per architecture, none behind a classifier; the black-box classifier is the
-    # one over both architectures (the preset's black_box="any-arch"), with the weak benign models too
+    # one over both architectures (the preset's black_box="any-arch"), with the weak models and simulated thefts too
     for access, c in classifiers:
         archs = 2 if access == "black-box" else 1
         names = lambda paths: {os.path.basename(x) for x in paths}  # noqa: E731
         assert len(c["references"]) == 4 * archs and not names(c["references"]) & names(c["trained_on"]["neg"])
         n_weak = len(PRESETS["cifar10"]["clf_models"]["weak"]) * archs  # trained a little, or not at all
-        assert len(c["trained_on"]["neg"]) == (8 + n_weak if access == "black-box" else 4), access
+        n_theft = len(PRESETS["cifar10"]["clf_models"]["thefts"]) * archs  # simulated thefts of a benign model
+        assert len(c["trained_on"]["neg"]) == (8 + n_weak + n_theft if access == "black-box" else 4), access
         assert sum("-weak" in x for x in c["trained_on"]["neg"]) == (n_weak if access == "black-box" else 0), access
         assert (c["path"] == "model/clf/blackbox-cifar10.pt") == (access == "black-box"), c["path"]
     vict = torch.load(work / "model" / "victim" / "vict-wrn28-10.pt", weights_only=True)
