@@ -14,7 +14,8 @@ attack, a gradient set, a classifier) starts as soon as the jobs whose outputs i
 gradients_set/, prob/) under --workdir (default: the repository for real presets, results/smoke for
 smoke), so the reference commands work on them afterwards. A stage is skipped when <out>/manifest.json
 records it with the same arguments, preset, seed and input checksums, and its outputs still have the
-recorded checksums (ownership/manifest.py). Writes <out>/results.json, results.md, results.png, probs.npz.
+recorded checksums (ownership/manifest.py). Writes <out>/results.json, results.md, results.png (-log10 p per suspect and column), results-probs.png
+(per-image P(stolen)), probs.npz.
 """
 import os
 import time
@@ -143,7 +144,7 @@ def main(args):
                   classifiers=classifier_records(plan), timings=stages.timings)
     write_results(plan.out, result, probs)
     print(table(result))
-    print(f"wrote {plan.out}/results.json, results.md, results.png, probs.npz")
+    print(f"wrote {plan.out}/results.json, results.md, results.png, results-probs.png, probs.npz")
     return result
 
 
@@ -251,11 +252,45 @@ def write_results(out, result, probs):
                       for arch, by_access in result["classifiers"].items() for a, c in by_access.items())
           + "\n\nStage timings (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()) + "\n")
     atomic_write(os.path.join(out, "results.md"), lambda tmp: open(tmp, "w").write(md))
-    plot(result, probs, os.path.join(out, "results.png"))
+    plot_p_values(result, os.path.join(out, "results.png"))
+    plot(result, probs, os.path.join(out, "results-probs.png"))
+
+
+P_CAP = 20  # results.png: bars of -log10 p above this are cut there and labelled with their value
+
+
+def plot_p_values(result, path):
+    """The verdicts at a glance (issue 31, item 5): per suspect, one bar per verdict column of -log10 p
+    (capped at P_CAP), red where that column calls it stolen, blue where not, with the alpha line."""
+    rows, alpha = result["rows"], result["protocol"]["alpha"]
+    columns = [c for c in COLUMNS if all(c in r for r in rows)]
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(0.3 * len(rows) * len(columns) + 3, 4.5))
+    for k, column in enumerate(columns):
+        x = np.arange(len(rows)) + (k - (len(columns) - 1) / 2) * width
+        h = np.array([-np.log10(max(r[column]["p_value"], 1e-300)) for r in rows])
+        colours = ["tab:red" if r[column]["verdict"] == "stolen" else "tab:blue" for r in rows]
+        ax.bar(x, np.minimum(h, P_CAP), width, color=colours, edgecolor="black", linewidth=0.4,
+               hatch=("", "//", "..", "xx", "\\\\")[k % 5], label=column)
+        for xi, hi in zip(x, h):
+            if hi > P_CAP:
+                ax.text(xi, P_CAP, f"{hi:.0f}", ha="center", va="bottom", fontsize=6)
+    ax.axhline(-np.log10(alpha), color="black", linestyle="--", linewidth=0.8, label=f"alpha = {alpha}")
+    ax.set_xticks(range(len(rows)), [f"{r['mode']} {r['arch']}" for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("-log10 p")
+    ax.set_ylim(0, P_CAP * 1.3)  # room for the legend
+    legend = ax.legend(fontsize=7, ncol=len(columns) + 1, loc="upper right")
+    for patch in legend.get_patches():
+        patch.set_facecolor("white")  # the hatch names the column; the colour is the verdict
+    ax.set_title(f"{result['preset']} (seed {result['seed']}): red = stolen, blue = not stolen; one bar per column")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
 
 
 def plot(result, probs, path):
-    """Box plots of P(stolen): each suspect (red), then each architecture's references (grey)."""
+    """Box plots of per-image P(stolen) (results-probs.png): each suspect (red), then each architecture's
+    references (grey)."""
     fig, axes = plt.subplots(len(COLUMNS), 1, figsize=(0.9 * len(result["rows"]) + 3, 9), sharex=True)
     for ax, access in zip(axes, COLUMNS):
         data = list(probs[access]["suspect"])

@@ -26,6 +26,7 @@ import os
 from network import MODELS
 from ownership import blackbox, cli, gradient_sets, jsonio, metaclf, paths
 from ownership.constants import ACCESSES, BLACK_BOX_FEATURES, WHITE_BOX
+from ownership.features import FEATURES, names
 from ownership.errors import UserError
 from ownership.checkpoints import load_model, save_checkpoint
 from ownership.data import load_styled, originals
@@ -93,7 +94,7 @@ def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     pos, neg = default_models(args)
-    kinds = {"white-box": WHITE_BOX, "black-box": BLACK_BOX_FEATURES}[args.access]
+    kinds = names(args.access)
     if args.feature is not None and args.feature not in kinds:
         raise UserError(f"--feature {args.feature} is not a {args.access} feature; give one of {', '.join(kinds)}")
     args.feature = args.feature or (preset["white_box"]["feature"] if args.access == "white-box"
@@ -129,7 +130,7 @@ def main(args):
     if len(dims) != 1:
         raise UserError(f"gradient sets have different dimensions {sorted(dims)}: all models must be "
                         f"{args.model_type}")
-    l2 = args.l2 == "on" or (args.l2 == "auto" and args.access == "white-box" and args.feature == "weight-signs")
+    l2 = args.l2 == "on" or (args.l2 == "auto" and FEATURES[args.feature].l2)
     c = preset["clf"]  # what a flag does not say, the preset's
     fit = dict(epochs=c["epochs"] if args.mlp_epoch is None else args.mlp_epoch, lr=c["lr"] if args.lr is None else args.lr,
                batch_size=c["batch"] if args.batch_size is None else args.batch_size,

@@ -86,7 +86,7 @@ def mismatches(a, ref):
     return int((torch.sign(a.float().cpu()) != torch.sign(ref.float().cpu())).sum())
 
 
-def main(args):
+def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="wrn16-1")
     p.add_argument("--images", type=int, default=512)
@@ -107,49 +107,23 @@ def main(args):
                    help="CUDA: 'off' disables TF32 in convolutions and matmuls (PyTorch lets cuDNN use it by default)")
     p.add_argument("--skip", default="", help="comma-separated methods not to run: loop,vmap,ours,limit,f64")
     p.add_argument("--json", action="store_true")
-    a = p.parse_args(args)
+    return p
 
-    device = torch.device(a.device)
-    if a.tf32 == "off":
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-    skip = set(filter(None, a.skip.split(",")))
-    model = make_model(a.model, a.in_channels, a.num_classes, a.size, device)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(a.images, a.in_channels, a.size, a.size, generator=g).to(device)
-    y = torch.randint(0, a.num_classes, (a.images,), generator=g).to(device)
-    bs = min(a.batch_size, a.images)
-    n_loop = min(a.loop_images or min(a.images, 128), a.images)
-    nparams = sum(q.numel() for q in model.parameters())
-    budget = (16 if device.type == "cuda" else 2) * 2 ** 30  # bytes of per-sample gradients per vmap chunk
-    vbs = a.vmap_batch_size or max(1, min(bs, budget // (4 * nparams)))
+
+def make_engine(m, a):
+    """The GradientEngine of model `m` with the flags' conv method and memory format."""
     cl = {"auto": None, "on": True, "off": False}[a.channels_last]
-    res = dict(model=a.model, device=str(device), images=a.images, batch_size=bs, loop_images=n_loop,
-               vmap_batch_size=vbs, dim=feature_dim(model), params=nparams, threads=torch.get_num_threads(),
-               conv_method=a.conv_method, channels_last=a.channels_last, torch=torch.__version__,
-               loadavg=[round(os.getloadavg()[0], 2)])
-    if device.type == "cuda":
-        res["gpu"] = torch.cuda.get_device_name(device)
-        res["tf32"] = dict(conv=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32)
+    if a.conv_method == "auto" and cl is None:
+        return GradientEngine(m)  # (also runs against engines without these options)
+    return GradientEngine(m, a.conv_method, cl)
 
-    def say(*msg):
-        print(*msg, file=sys.stderr if a.json else sys.stdout, flush=True)
 
-    say(f"{a.model} on {device}: {a.images} images {a.in_channels}x{a.size}x{a.size}, batch {bs}, "
-        f"{nparams} parameters, reduced dim {res['dim']}, {torch.get_num_threads()} threads")
-
-    def make_engine(m):
-        if a.conv_method == "auto" and cl is None:
-            return GradientEngine(m)  # (also runs against engines without these options)
-        return GradientEngine(m, a.conv_method, cl)
-
-    engine = make_engine(model)
-
+def timed_methods(a, model, engine, bs, vbs, n_loop, say):
+    """[(name, function of (x, y), chunk, images)] of the methods that --skip leaves."""
     def limit(xb, yb):
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(xb), yb).backward()
 
-    # (name, function, chunk, images)
     methods = [("reference_loop", lambda xb, yb: reduced_grads_loop(model, xb, yb), bs, n_loop),
                ("vmap", lambda xb, yb: reduced_grads_vmap(model, xb, yb), vbs, a.images),
                ("ours", engine, bs, a.images),
@@ -169,22 +143,76 @@ def main(args):
                 q.grad_sample = None
 
         methods.append(("opacus", opacus, bs, a.images))
-    methods = [m for m in methods if m[0].replace("reference_", "") not in skip]
+    skip = set(filter(None, a.skip.split(",")))
+    return [m for m in methods if m[0].replace("reference_", "") not in skip]
 
-    # round robin over the methods, `repeats` times, so that a passing load hits all of them alike;
-    # each method's best pass is reported
-    for name, fn, b, n in methods:  # warm-up: one chunk each (two images for the loop)
+
+def round_robin(methods, x, y, repeats, device):
+    """({name: best seconds}, {name: outputs}) of the methods taking turns `repeats` times, so that a
+    passing load hits all of them alike, each warmed up on one chunk first (two images for the loop)."""
+    for name, fn, b, n in methods:
         w = 2 if name == "reference_loop" else b
         fn(x[:w], y[:w])
     sync(device)
     best, outs = {}, {}
-    for _ in range(a.repeats):
+    for _ in range(repeats):
         for name, fn, b, n in methods:
             t, o = one_pass(fn, x[:n], y[:n], b, device)
             best[name] = min(best.get(name, float("inf")), t)
             if name in ("reference_loop", "vmap", "ours"):
                 outs[name] = torch.cat(o)
             del o
+    return best, outs
+
+
+def f64_check(res, model, engine, x, y, ref, n64, bs, vbs, a, say):
+    """The sign comparison in float64 on the first n64 images, where rounding cannot decide a sign, into `res`."""
+    m64 = copy.deepcopy(model).double()
+    x64, y64 = x[:n64].double(), y[:n64]
+    ref64 = reduced_grads_loop(m64, x64, y64)
+    ours64 = make_engine(m64, a)(x64, y64)
+    vmap64 = torch.cat([reduced_grads_vmap(m64, x64[s:s + vbs], y64[s:s + vbs]) for s in range(0, n64, vbs)])
+    res["f64_images"] = n64
+    res["sign_mismatches_f64"] = mismatches(ours64, ref64) + mismatches(vmap64, ref64)
+    res["loop_vs_f64_mismatches"] = mismatches(ref[:n64], ref64)
+    ours32 = torch.cat([engine(x[s:min(s + bs, n64)], y[s:min(s + bs, n64)]) for s in range(0, n64, bs)])
+    res["ours_vs_f64_mismatches"] = mismatches(ours32, ref64)
+    say(f"float64 check on {n64} images: ours and vmap vs the float64 loop {res['sign_mismatches_f64']} "
+        f"sign mismatches; float32 vs the float64 loop: loop {res['loop_vs_f64_mismatches']}, "
+        f"ours {res['ours_vs_f64_mismatches']} (of {ref64.numel()})")
+
+
+def main(args):
+    a = get_parser().parse_args(args)
+    device = torch.device(a.device)
+    if a.tf32 == "off":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    model = make_model(a.model, a.in_channels, a.num_classes, a.size, device)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(a.images, a.in_channels, a.size, a.size, generator=g).to(device)
+    y = torch.randint(0, a.num_classes, (a.images,), generator=g).to(device)
+    bs = min(a.batch_size, a.images)
+    n_loop = min(a.loop_images or min(a.images, 128), a.images)
+    nparams = sum(q.numel() for q in model.parameters())
+    budget = (16 if device.type == "cuda" else 2) * 2 ** 30  # bytes of per-sample gradients per vmap chunk
+    vbs = a.vmap_batch_size or max(1, min(bs, budget // (4 * nparams)))
+    res = dict(model=a.model, device=str(device), images=a.images, batch_size=bs, loop_images=n_loop,
+               vmap_batch_size=vbs, dim=feature_dim(model), params=nparams, threads=torch.get_num_threads(),
+               conv_method=a.conv_method, channels_last=a.channels_last, torch=torch.__version__,
+               loadavg=[round(os.getloadavg()[0], 2)])
+    if device.type == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(device)
+        res["tf32"] = dict(conv=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32)
+
+    def say(*msg):
+        print(*msg, file=sys.stderr if a.json else sys.stdout, flush=True)
+
+    say(f"{a.model} on {device}: {a.images} images {a.in_channels}x{a.size}x{a.size}, batch {bs}, "
+        f"{nparams} parameters, reduced dim {res['dim']}, {torch.get_num_threads()} threads")
+    engine = make_engine(model, a)
+    methods = timed_methods(a, model, engine, bs, vbs, n_loop, say)
+    best, outs = round_robin(methods, x, y, a.repeats, device)
     ref = outs.get("reference_loop")
     for name, fn, b, n in methods:
         res[f"{name}_ips"] = n / best[name]
@@ -198,26 +226,11 @@ def main(args):
         say(line)
     del outs
     model.zero_grad(set_to_none=True)
-
     if ref is not None:
         res["sign_mismatches"] = sum(res.get(f"{k}_sign_mismatches", 0) for k in ("vmap", "ours"))
     n64 = min(n_loop, a.f64_images if a.f64_images is not None else (n_loop if nparams <= 2_000_000 else 16))
-    if "f64" not in skip and ref is not None and n64 > 0:
-        # the same comparison in float64, where rounding cannot decide a sign
-        m64 = copy.deepcopy(model).double()
-        x64, y64 = x[:n64].double(), y[:n64]
-        ref64 = reduced_grads_loop(m64, x64, y64)
-        ours64 = make_engine(m64)(x64, y64)
-        vmap64 = torch.cat([reduced_grads_vmap(m64, x64[s:s + vbs], y64[s:s + vbs]) for s in range(0, n64, vbs)])
-        res["f64_images"] = n64
-        res["sign_mismatches_f64"] = mismatches(ours64, ref64) + mismatches(vmap64, ref64)
-        res["loop_vs_f64_mismatches"] = mismatches(ref[:n64], ref64)
-        ours32 = torch.cat([engine(x[s:min(s + bs, n64)], y[s:min(s + bs, n64)]) for s in range(0, n64, bs)])
-        res["ours_vs_f64_mismatches"] = mismatches(ours32, ref64)
-        say(f"float64 check on {n64} images: ours and vmap vs the float64 loop {res['sign_mismatches_f64']} "
-            f"sign mismatches; float32 vs the float64 loop: loop {res['loop_vs_f64_mismatches']}, "
-            f"ours {res['ours_vs_f64_mismatches']} (of {ref64.numel()})")
-        del m64, ref64, ours64, vmap64
+    if "f64" not in set(a.skip.split(",")) and ref is not None and n64 > 0:
+        f64_check(res, model, engine, x, y, ref, n64, bs, vbs, a, say)
     res["loadavg"].append(round(os.getloadavg()[0], 2))
     for k in ("reference_loop_ips", "vmap_ips", "limit_ips"):
         if "ours_ips" in res and res.get(k):

@@ -7,18 +7,8 @@ ACCESSES   white-box: a WHITE_BOX feature, read with the model in hand (the pape
            signs; fmnist: stylised-loss); black-box: prediction shifts only (MOVE)
 COLUMNS    the verdicts reported for a suspect: each access's, and the baseline that needs no
            meta-classifier (the suspect's correctness on each stylised image, paired with the references')
-WHITE_BOX  the white-box features, per stylised image: weight-signs (the paper [P, R]: signs of the
-           per-sample loss gradient w.r.t. the weights, reduced by the reference's rule) or
-           input-gradient (ours: the per-sample loss gradient w.r.t. the input image; it does not depend on
-           how a model's neurons are ordered, so it transfers to models the classifier never saw:
-           docs/VALIDITY.md, "White-box features"), or stylised-loss (ours: the per-sample log-loss on
-           the stylised image alone, no gradient; it did as well on models never seen, with no false
-           positive: the fmnist default)
-BLACK_BOX_FEATURES  the black-box features, per stylised image: prediction-shift (MOVE: the softmax on
-           the original minus that on each stylised view) or shift-true-label (ours: the same plus the
-           model's softmax probability of the original's true label; a model that does not solve the
-           task, e.g. untrained, can shift as little as the victim but is not right: docs/VALIDITY.md,
-           "Shifts of models that solve the task")
+WHITE_BOX  the white-box features, BLACK_BOX_FEATURES the black-box ones: the names of the registry
+           ownership/features.py (what each computes, its file, the source of the choice)
 QUERY_DATA the query thieves' data (label-query, logit-query): attacker (unlabelled images of the task's
            own distribution, the attacker's part, as Dataset Inference's thieves ask with TinyImages, from which
            CIFAR-10 was drawn) or natural (surrogate natural images outside the task: ownership/natural_images.py)
@@ -35,6 +25,8 @@ DI_FEATURES  Dataset Inference's features: blind-walk (black-box, top-1 labels o
 """
 import os
 
+from .features import names
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ATTACK_MODES = ("distillation", "zero-shot", "fine-tune", "label-query", "logit-query", "multi-stage")
@@ -42,8 +34,8 @@ SUSPECT_MODES = ("source",) + ATTACK_MODES           # the rows of a reproductio
 MODES = SUSPECT_MODES + ("benign", "independent")     # what ownership_verification.py --mode takes
 ACCESSES = ("white-box", "black-box")
 COLUMNS = ACCESSES + ("baseline",)  # the verdicts of a results row: each access, and the baseline
-WHITE_BOX = ("weight-signs", "input-gradient", "stylised-loss")  # white-box features: the paper's, then ours
-BLACK_BOX_FEATURES = ("prediction-shift", "shift-true-label")  # black-box features: MOVE's, then ours
+WHITE_BOX = names("white-box")  # white-box features (ownership/features.py): the paper's, then ours
+BLACK_BOX_FEATURES = names("black-box")  # black-box features: MOVE's, then ours
 SIMULATED_THEFTS = ("distillation", "multi-stage")  # attacks the defender can run on itself (presets: thefts)
 QUERY_MODES = ("label-query", "logit-query")  # the thieves that only query the victim with data of their own
 QUERY_DATA = ("attacker", "natural")  # what they query with (presets: query_data; the first is the default)

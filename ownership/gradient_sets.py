@@ -1,6 +1,6 @@
 """Gradient sets on disk: a model's white-box feature vectors on the transformed set (gradient signs,
 input gradients or stylised log-losses; constants.WHITE_BOX), collected (under torchrun, each rank a shard of the rows) and
-written to gradients_set/<model file>/<data folder>/g_f.npy (g_x.npy, g_l.npy: paths.GRADIENT_FILES),
+written to gradients_set/<model file>/<data folder>/g_f.npy (g_x.npy, g_l.npy: features.FEATURES),
 with what made them in g_f.json (g_x.json, g_l.json), and read back memory-mapped. The computation
 itself is ownership/gradients.py.
 """
@@ -15,7 +15,8 @@ from . import jsonio, paths
 from .checkpoints import atomic_write, load_model
 from . import data
 from .errors import UserError
-from .gradients import AUG_BLOCK, FEATURE_DTYPE, white_box_dim, white_box_features
+from .features import FEATURES
+from .gradients import AUG_BLOCK, white_box_dim, white_box_features
 from .presets import DATASETS
 
 
@@ -38,7 +39,7 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
                            made_by=f"python reproduce.py --preset {d['preset']}",
                            flags={"arch": "--model", "num_classes": "--num_classes"})
     images = data.load_styled(data_dir, dataset, gamma, split)
-    originals = data.originals(images, dataset, data_dir, split) if feature == "input-gradient" else None
+    originals = data.originals(images, dataset, data_dir, split) if FEATURES[feature].originals else None
     out_path = out_path or paths.gradient_set(grad_dir, model_path, paths.styled_dir(data_dir, dataset, gamma), split,
                                            feature)
 
@@ -59,7 +60,7 @@ def collect(model_path, dataset, data_dir, grad_dir, gamma=0.1, split="train", a
 
     def write(tmp):
         arr = np.lib.format.open_memmap(tmp, mode="w+", shape=(len(images), dim),
-                                         dtype=FEATURE_DTYPE[feature])
+                                         dtype=FEATURES[feature].dtype)
         features(arr[rows])
         for r in range(1, dd.world()):
             start, g = dd.receive_from(r)

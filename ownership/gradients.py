@@ -36,6 +36,7 @@ from tqdm import tqdm
 from .data import ImageSet, augment as aug, augment_draws, normalise
 from .constants import WHITE_BOX
 from .errors import UserError
+from .features import FEATURES
 from .presets import DATASETS
 
 LIMIT = 5000
@@ -393,10 +394,6 @@ def stylised_loss_features(model, x, y):
         return _log_loss(F.cross_entropy(model(x), y, reduction="none"))
 
 
-# the dtype each white-box feature is stored in (gradient sets, white_box_features)
-FEATURE_DTYPE = {"weight-signs": np.int8, "input-gradient": np.float32, "stylised-loss": np.float32}
-
-
 def white_box_dim(model, feature, dataset):
     """Length of a model's white-box feature vector (constants.WHITE_BOX): the reduced weight-gradient
     dimension, the image size C*H*W plus the two log-losses, or 1 (the stylised image's log-loss)."""
@@ -432,7 +429,7 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     rows = rows or slice(0, len(images))
     blocks = _blocks(images, dataset, device, dtype, augment, seed, rows.start, rows.stop)
-    if feature == "input-gradient":
+    if FEATURES[feature].originals:
         if originals is None or len(originals) != len(images):
             raise ValueError("the input-gradient features need the stylised images' clean originals, one per image")
         clean = _blocks(ImageSet(originals, images.y, images.classes), dataset, device, dtype, False, seed,
@@ -443,7 +440,7 @@ def white_box_features(model, images, dataset, device, feature="weight-signs", b
         fn = lambda x, y: stylised_loss_features(model, x, y)  # noqa: E731
     else:
         fn = reduced_grads_fn(model)
-    kind = FEATURE_DTYPE[feature]
+    kind = np.dtype(FEATURES[feature].dtype).type
     n = rows.stop - rows.start
     if out is None:
         out = np.empty((n, white_box_dim(model, feature, dataset)), dtype=kind)

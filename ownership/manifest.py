@@ -166,101 +166,121 @@ class Stages:
         """Run the jobs that are not done, [Task], in list order as far
         as their inputs allow: a job whose inputs include another listed job's outputs waits for that
         job, and whether it must run at all is decided then (on the inputs as they came out). The list
-        must name a job after the jobs it reads from. With `workers` 1 the jobs run in this process, else
-        in `workers` processes of `threads` torch threads each, the first ready job of the list going to
-        the first free process (small models leave the threads of one process idle: two single-thread
-        processes train about 1.3x (fp32) to 1.6x (bf16) as fast on 2 cores, docs/BENCHMARKS.md), so
-        the stages overlap. Each job is recorded as it finishes, so an interrupted run resumes; when a
-        job fails, the jobs running beside it are finished and recorded before its error is raised. A
-        job always runs under the same thread count, so a redone job gives the same bytes as the first
-        run. self.timings[stage] grows by the seconds its jobs ran (with several workers the stages of
-        one call add up to about `workers` times its wall clock). Returns the number of jobs run."""
-        made_by = {}  # output -> index of the listed job that makes it
-        for i, job in enumerate(jobs):
-            made_by.update({o: i for o in _outputs(job)})
-        deps = []
+        must name a job after the jobs it reads from (ValueError otherwise). With `workers` 1 the jobs run
+        in this process, else in `workers` processes of `threads` torch threads each, the first ready job
+        of the list going to the first free process (small models leave the threads of one process idle:
+        two single-thread processes train about 1.3x (fp32) to 1.6x (bf16) as fast on 2 cores,
+        docs/BENCHMARKS.md), so the stages overlap. Each job is recorded as it finishes, so an interrupted
+        run resumes; when a job fails, the jobs running beside it are finished and recorded before its
+        error is raised. A job always runs under the same thread count, so a redone job gives the same
+        bytes as the first run. self.timings[stage] grows by the seconds its jobs ran (with several workers
+        the stages of one call add up to about `workers` times its wall clock). Returns the number of jobs
+        run."""
+        schedule = _Schedule(self, jobs)
+        if workers > 1:
+            return _run_in_pool(schedule, workers, threads) if schedule.left() else 0
+        n = 0
+        while (i := schedule.ready()) is not None:
+            schedule.started(i)
+            _run_module(jobs[i].module, jobs[i].argv)
+            schedule.finished(i)
+            n += 1
+        return n
+
+
+class _Schedule:
+    """Where each job of one Stages.run_all call stands: state[i] is 'todo' (to run), 'wait' (its inputs
+    are still to be made; whether it must run is decided once they exist), 'running' or 'done'."""
+
+    def __init__(self, stages, jobs):
+        self.stages, self.jobs = stages, jobs
+        made_by = {o: i for i, job in enumerate(jobs) for o in _outputs(job)}  # output -> the job that makes it
+        self.deps = []
         for i, job in enumerate(jobs):
             d = {made_by[p] for p in job.inputs if p in made_by}
             if any(k >= i for k in d):
                 raise ValueError(f"job {job.outputs} is listed before a job whose outputs it reads")
-            deps.append(d)
-        state, records = {}, {}  # index -> 'todo' | 'wait' | 'running' | 'done'; index -> its record
+            self.deps.append(d)
+        self.state, self.records, self.began = {}, {}, {}
         for i, job in enumerate(jobs):
-            if any(state[k] != "done" for k in deps[i]):
-                state[i] = "wait"  # decided once its inputs exist
+            if any(self.state[k] != "done" for k in self.deps[i]):
+                self.state[i] = "wait"
                 continue
-            records[i] = self.pending(job)
-            state[i] = "done" if records[i] is None else "todo"
-        began = {}
+            self.records[i] = stages.pending(job)
+            self.state[i] = "done" if self.records[i] is None else "todo"
 
-        def ready():
-            """The first job that can start now (its record made), or None."""
-            for i, job in enumerate(jobs):
-                if state[i] not in ("todo", "wait") or any(state[k] != "done" for k in deps[i]):
-                    continue
-                if state[i] == "wait":
-                    records[i] = self.pending(job)
-                    if records[i] is None:
-                        state[i] = "done"
-                        return ready()  # a job it held back may be ready now
-                return i
-            return None
+    def left(self, *states):
+        """How many jobs are to run or wait (and in `states` too)."""
+        return sum(v in ("todo", "wait") + states for v in self.state.values())
 
-        def started(i):
-            state[i], began[i] = "running", time.time()
+    def ready(self):
+        """The first job that can start now (its record made), or None. A waiting job whose inputs came
+        out so that it need not run is marked done, which may make a later job ready."""
+        i = 0
+        while i < len(self.jobs):
+            if self.state[i] in ("todo", "wait") and all(self.state[k] == "done" for k in self.deps[i]):
+                if self.state[i] == "todo":
+                    return i
+                self.records[i] = self.stages.pending(self.jobs[i])
+                if self.records[i] is not None:
+                    return i
+                self.state[i] = "done"
+                i = 0  # a job it held back may be ready now
+                continue
+            i += 1
+        return None
 
-        def finished(i):
-            self._finish(records[i])
-            state[i] = "done"
-            stage = jobs[i].stage
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - began[i], 1)
+    def started(self, i):
+        self.state[i], self.began[i] = "running", time.time()
 
-        n = 0
-        if workers <= 1:
-            while (i := ready()) is not None:
-                started(i)
-                _run_module(jobs[i].module, jobs[i].argv)
-                finished(i)
-                n += 1
-        elif any(v in ("todo", "wait") for v in state.values()):  # several workers: even one job goes to a
-            # worker (its thread count, its numbers). They start with `threads` threads and no per-epoch
-            # progress bars (the environment is read when they start; the parent shows one bar over the jobs)
-            env = dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            left = sum(v in ("todo", "wait") for v in state.values())
-            try:
-                with ProcessPoolExecutor(min(workers, left), multiprocessing.get_context("spawn")) as pool, \
-                        tqdm(total=left, desc=f"{' + '.join(dict.fromkeys(j.stage for j in jobs))} ({workers} processes)") as bar:
-                    running = {}
-                    while True:
-                        while len(running) < workers and (i := ready()) is not None:
-                            started(i)
-                            module = jobs[i].module if isinstance(jobs[i].module, str) else jobs[i].module.__name__
-                            running[pool.submit(_run_module, module, jobs[i].argv)] = i  # by name
-                        if not running:
-                            break
-                        done, _ = wait(running, return_when=FIRST_COMPLETED)
-                        failed = [f for f in done if f.exception() is not None]
-                        if failed:  # a job's error ends the run, as it would in one process, once the
-                            # jobs beside it have finished and been recorded (a resume skips them)
-                            print(f"{jobs[running[failed[0]]].outputs} failed; finishing the {len(running) - len(failed)} "
-                                  f"job(s) running beside it", file=sys.stderr, flush=True)
-                            for f in wait(running).done:
-                                if f.exception() is None:
-                                    finished(running[f])
-                            failed[0].result()
-                        for f in done:
-                            finished(running.pop(f))
-                            n += 1
-                        bar.total = n + sum(v in ("todo", "wait", "running") for v in state.values())
-                        bar.update(len(done))
-                    bar.total = n  # jobs decided only now may have been skipped
-                    bar.refresh()
-            finally:
-                for k, v in saved.items():
-                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        return n
+    def finished(self, i):
+        self.stages._finish(self.records[i])
+        self.state[i] = "done"
+        stage, timings = self.jobs[i].stage, self.stages.timings
+        timings[stage] = round(timings.get(stage, 0.0) + time.time() - self.began[i], 1)
+
+
+def _run_in_pool(schedule, workers, threads):
+    """Stages.run_all with several workers: even one job goes to a worker (its thread count, its numbers).
+    They start with `threads` threads and no per-epoch progress bars (the environment is read when they
+    start; this process shows one bar over the jobs). Returns the number of jobs run."""
+    jobs, n = schedule.jobs, 0
+    env = dict(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    left = schedule.left()
+    try:
+        with ProcessPoolExecutor(min(workers, left), multiprocessing.get_context("spawn")) as pool, \
+                tqdm(total=left, desc=f"{' + '.join(dict.fromkeys(j.stage for j in jobs))} ({workers} processes)") as bar:
+            running = {}
+            while True:
+                while len(running) < workers and (i := schedule.ready()) is not None:
+                    schedule.started(i)
+                    module = jobs[i].module if isinstance(jobs[i].module, str) else jobs[i].module.__name__
+                    running[pool.submit(_run_module, module, jobs[i].argv)] = i  # by name
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:  # a job's error ends the run, as it would in one process, once the jobs beside
+                    # it have finished and been recorded (a resume skips them)
+                    print(f"{jobs[running[failed[0]]].outputs} failed; finishing the {len(running) - len(failed)} "
+                          f"job(s) running beside it", file=sys.stderr, flush=True)
+                    for f in wait(running).done:
+                        if f.exception() is None:
+                            schedule.finished(running[f])
+                    failed[0].result()
+                for f in done:
+                    schedule.finished(running.pop(f))
+                    n += 1
+                bar.total = n + schedule.left("running")
+                bar.update(len(done))
+            bar.total = n  # jobs decided only now may have been skipped
+            bar.refresh()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return n
 
 
 def _run_module(module, argv):

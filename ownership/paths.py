@@ -13,6 +13,7 @@ import re
 
 from network import MODELS
 
+from .features import FEATURES
 from .presets import DATASETS
 
 # mode -> (folder, file tag, which architecture: the victim's or the attackers')
@@ -132,17 +133,14 @@ def styled_dir(data_dir, dataset, gamma=0.1):
     return os.path.join(data_dir, styled_folder(dataset, gamma))
 
 
-GRADIENT_FILES = {"weight-signs": "g_f.npy", "input-gradient": "g_x.npy", "stylised-loss": "g_l.npy"}  # per constants.WHITE_BOX feature
-
-
 def gradient_set(grad_dir, model_path, data_folder, split="train", feature="weight-signs"):
     """gradients_set/<model file>/<data folder>/g_f.npy (weight signs; g_x.npy: input gradients; g_l.npy:
-    stylised log-losses; GRADIENT_FILES) for
+    stylised log-losses: features.FEATURES[feature].file) for
     the train split (the reference's only one); other splits go one level deeper."""
     parts = [grad_dir, os.path.basename(model_path), os.path.basename(os.path.normpath(data_folder))]
     if split != "train":
         parts.append(split)
-    return os.path.join(*parts, GRADIENT_FILES[feature])
+    return os.path.join(*parts, FEATURES[feature].file)
 
 
 def prob(prob_dir, dataset, mode):

@@ -124,19 +124,7 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
     n = len(images)
     steps_per_epoch = max(1, n // batch) if n >= batch else 1
     total = epochs * steps_per_epoch
-    step, first_epoch = 0, 0
-    if state_path and os.path.exists(state_path):
-        st = load_checkpoint(state_path, "training state")
-        model.load_state_dict(st["state_dict"])
-        opt.load_state_dict(st["optimizer"])
-        gen.set_state(st["generator"])
-        aug_gen.set_state(st["aug_generator"])
-        if "global_rng" in st:  # dropout (WRN-28-10) draws from the global random state
-            seeds.set_rng_state(st["global_rng"], device)
-        step, first_epoch = st["step"], st["epoch"]
-        if first_epoch > epochs:  # another run's state (e.g. an untrained model's path once trained)
-            raise UserError(f"{state_path} holds epoch {first_epoch} of a longer run than these {epochs} epochs; "
-                            "delete it to train from the start")
+    step, first_epoch = _resume(state_path, model, opt, gen, aug_gen, device, epochs)
     bar = tqdm(total=total, initial=step, desc=desc, leave=False, unit="step", disable=not dd.is_main())
     for epoch in range(first_epoch, epochs):
         model.train()
@@ -175,6 +163,25 @@ def train(model, images, dataset, *, epochs, lr, batch, momentum=0.9, wd=5e-4, d
     bar.close()
     model.eval()
     return model
+
+
+def _resume(state_path, model, opt, gen, aug_gen, device, epochs):
+    """(step, epoch) to go on from: those of the training state at `state_path` (train), which is loaded
+    into the model, optimiser and random generators, or (0, 0) where there is none. Raises UserError for
+    the state of a run longer than `epochs` (e.g. an untrained model's path once trained)."""
+    if not (state_path and os.path.exists(state_path)):
+        return 0, 0
+    st = load_checkpoint(state_path, "training state")
+    model.load_state_dict(st["state_dict"])
+    opt.load_state_dict(st["optimizer"])
+    gen.set_state(st["generator"])
+    aug_gen.set_state(st["aug_generator"])
+    if "global_rng" in st:  # dropout (WRN-28-10) draws from the global random state
+        seeds.set_rng_state(st["global_rng"], device)
+    if st["epoch"] > epochs:
+        raise UserError(f"{state_path} holds epoch {st['epoch']} of a longer run than these {epochs} epochs; "
+                        "delete it to train from the start")
+    return st["step"], st["epoch"]
 
 
 # every forward pass without gradients (accuracy, black-box queries, a victim's soft labels) runs in

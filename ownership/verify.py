@@ -13,8 +13,9 @@ import numpy as np
 from . import blackbox, gradients, metaclf, stats, training
 from .checkpoints import load_checkpoint, load_model
 from .data import originals
-from .constants import ALPHA, COLUMNS, TESTS
+from .constants import ALPHA, COLUMNS, TESTS, WHITE_BOX
 from .errors import UserError
+from .features import FEATURES
 from .presets import DATASETS, PER_COLUMN, per_column
 
 REFERENCE_M = 10      # the reference code draws 10 images per test [R]; its protocol keeps it
@@ -177,12 +178,13 @@ class Verifier:
         self.reduce = None  # black-box: the suspect API's rounding/top-k (answers.reducer), applied to every model
         # the classifier's features, made as its training sets were (white-box classifiers made before
         # input gradients: the paper's weight signs, with the transform; black-box ones made before the
-        # choice: prediction shifts), and for input gradients the stylised images' clean originals
+        # choice: prediction shifts), and for a feature that needs them (input gradients) the stylised images'
+        # clean originals
         clf = self.clf or {}
-        self.feature = blackbox.feature_of(clf) if self.access == "black-box" else clf.get("feature") or "weight-signs"
+        self.feature = blackbox.feature_of(clf) if self.access == "black-box" else clf.get("feature") or WHITE_BOX[0]
         self.augment = True if clf.get("augment") is None else clf["augment"]
         self.originals = None
-        if self.access == "white-box" and self.feature == "input-gradient":
+        if FEATURES[self.feature].originals:
             self.originals = originals(images, dataset, data_dir, "test")
         if self.access == "black-box":
             self.queries = blackbox.queries(images, originals(images, dataset, data_dir, "test"), dataset,

@@ -33,8 +33,11 @@ def test_results_json(smoke):
     assert modes[:len(SUSPECT_MODES)] == list(SUSPECT_MODES)
     assert modes.count("independent") >= 2
     for row in res["rows"]:
-        assert set(row) == {"mode", "suspect", "arch", "clean_acc", "stylised_acc", *COLUMNS}
+        assert set(row) == {"mode", "suspect", "arch", "clean_acc", "stylised_acc", "transfer_gap", *COLUMNS}
         assert 0 <= row["clean_acc"] <= 1 and 0 <= row["stylised_acc"] <= 1
+    indep = [row["stylised_acc"] for row in res["rows"] if row["mode"] == "independent"][:len(get_preset("smoke")["independents"])]
+    for row in res["rows"]:  # the transfer gap: against the preset's independent models' mean
+        assert row["transfer_gap"] == pytest.approx(row["stylised_acc"] - sum(indep) / len(indep), abs=1e-12)
         for access in COLUMNS:
             assert set(row[access]) == {"p_value", "delta_mu", "verdict"}
             assert 0 <= row[access]["p_value"] <= 1 and -1 <= row[access]["delta_mu"] <= 1
@@ -45,7 +48,7 @@ def test_results_json(smoke):
         assert set(np.unique(probs["baseline"][1][i])) <= {0.0, 1.0}
     for stage in ("embed", "train", "steal", "gradients", "clf", "verify"):
         assert stage in res["timings"]
-    for f in ("results.md", "results.png"):
+    for f in ("results.md", "results.png", "results-probs.png"):
         assert os.path.getsize(root / "results" / f) > 0
     assert "| source |" in r.stdout  # the table is printed
     assert "training in bf16" in r.stdout or "training in fp32" in r.stdout  # the float path, said at the start
