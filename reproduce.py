@@ -17,6 +17,7 @@ records it with the same arguments, preset, seed and input checksums, and its ou
 recorded checksums (ownership/manifest.py). Writes <out>/results.json, results.md, results.png (-log10 p per suspect and column), results-probs.png
 (per-image P(stolen)), probs.npz.
 """
+import json
 import os
 import time
 
@@ -26,8 +27,9 @@ import torch
 
 from ownership import cli, jsonio
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
-from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, TESTS
+from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, DI_COLUMNS, METHODS, TESTS
 from ownership.data import role_data
+from ownership.dataset_inference import combined_verdict
 from ownership.manifest import Stages, Task
 from ownership.plan import Plan
 from ownership.training import amp_name
@@ -64,6 +66,11 @@ def get_parser():
     p.add_argument("--label-only", action="store_true",
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
                         "gives them; the references likewise")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="move: MOVE's columns (white-box, black-box, baseline); both: also Dataset Inference's Blind "
+                        "Walk on every suspect (column di, labels only) and the combined verdict (MOVE black-box or "
+                        "DI at alpha/2 each); minutes per suspect (docs/DATASET_INFERENCE.md). DI alone on "
+                        "checkpoints: dataset_inference.py (default: the preset's, move)")
     cli.add_amp(p)
     p.add_argument("--hard-negatives", action="store_true",
                    help="also train and verify the preset's harder negatives: independent models trained with "
@@ -140,7 +147,7 @@ def main(args):
     stages.timings.update(verify=round(time.time() - start, 1), total=round(time.time() - t0, 1))
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
                   **record_columns(protocols)), black_box=plan.black_box, black_box_feature=plan.black_box_feature,
-                  white_box=plan.white_box, label_only=args.label_only, rows=rows,
+                  white_box=plan.white_box, label_only=args.label_only, method=plan.method, rows=rows,
                   classifiers=classifier_records(plan), timings=stages.timings)
     write_results(plan.out, result, probs)
     print(table(result))
@@ -185,8 +192,26 @@ def verify_suspects(plan, protocols, device):
             probs[column]["suspect"].append(r["p_suspect"])
             probs[column]["references"].append(r["p_references"])
         rows.append(row)
+    if plan.method == "both":
+        add_dataset_inference(rows, plan, protocols["black-box"].alpha)
     add_transfer_gap(rows, len(plan.preset["independents"]))
     return rows, probs
+
+
+def add_dataset_inference(rows, plan, alpha):
+    """The di and combined columns (constants.DI_COLUMNS) of each row, from the plan's Dataset Inference job
+    (dataset_inference.py's JSON, its suspects by checkpoint path): di is its test on the first m images per
+    side, with the labels it asked; combined is stolen when the black-box column's p or di's is below
+    alpha / 2 (Bonferroni, ownership.dataset_inference.combined_verdict), its p-value min(1, 2 min(p, p_di))."""
+    with open(plan.di_results) as f:
+        by_path = {s["suspect"]: s for s in json.load(f)["suspects"]}
+    for row in rows:
+        r = by_path[os.path.abspath(os.path.join(plan.workdir, row["suspect"]))]
+        row["di"] = dict(p_value=r["p_value"], delta_mu=r["delta_mu"], verdict=r["verdict"], queries=r["queries"])
+        p_move = row["black-box"]["p_value"]
+        both = combined_verdict(p_move, r["p_value"], alpha)
+        row["combined"] = dict(p_value=min(1.0, 2 * min(p_move, r["p_value"])), delta_mu=None,
+                               verdict=both["verdict"], rejected_by=both["rejected_by"])
 
 
 def add_transfer_gap(rows, n_independent):
@@ -216,18 +241,24 @@ def classifier_records(plan):
 
 
 
+def verdict_columns(rows):
+    """The verdict columns the rows have: constants.COLUMNS, then DI_COLUMNS with --method both."""
+    return [c for c in COLUMNS + DI_COLUMNS if rows and all(c in r for r in rows)]
+
+
 def table(result):
     """The results as a markdown table, one row per suspect, every verdict column."""
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    columns = verdict_columns(result["rows"])
     head = "| mode | suspect | arch | clean acc | stylised acc | transfer gap |" + " p | Δμ | verdict |".join(
-        f" {a}" for a in COLUMNS) + " p | Δμ | verdict |"
-    lines = [head, "|---" * (6 + 3 * len(COLUMNS)) + "|"]
+        f" {a}" for a in columns) + " p | Δμ | verdict |"
+    lines = [head, "|---" * (6 + 3 * len(columns)) + "|"]
     for r in result["rows"]:
         gap = r.get("transfer_gap")  # results.json of runs before the column: none
         cells = [r["mode"], r["suspect"], r["arch"], fmt(r["clean_acc"]), fmt(r["stylised_acc"]),
                  "—" if gap is None else f"{gap:+.3f}"]
-        for a in COLUMNS:
-            cells += [f"{r[a]['p_value']:.2e}", f"{r[a]['delta_mu']:.3f}", r[a]["verdict"]]
+        for a in columns:
+            cells += [f"{r[a]['p_value']:.2e}", fmt(r[a]["delta_mu"]), r[a]["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -263,7 +294,7 @@ def plot_p_values(result, path):
     """The verdicts at a glance (issue 31, item 5): per suspect, one bar per verdict column of -log10 p
     (capped at P_CAP), red where that column calls it stolen, blue where not, with the alpha line."""
     rows, alpha = result["rows"], result["protocol"]["alpha"]
-    columns = [c for c in COLUMNS if all(c in r for r in rows)]
+    columns = verdict_columns(rows)
     width = 0.8 / len(columns)
     fig, ax = plt.subplots(figsize=(0.3 * len(rows) * len(columns) + 3, 4.5))
     for k, column in enumerate(columns):

@@ -22,6 +22,10 @@ ALPHA      the significance level of a verdict [P, Sec. 5.1]
 DI_NORMS   the norms of Dataset Inference's features, in the order of a feature row (Maini et al.,
            ICLR 2021, code: l_inf, l2, l1)
 DI_FEATURES  Dataset Inference's features: blind-walk (black-box, top-1 labels only) or mingd (white-box)
+METHODS    what reproduce.py --method verifies with: move (the MOVE columns, COLUMNS) or both (also DI_COLUMNS)
+DI_COLUMNS the verdicts --method both adds: di (Dataset Inference, Blind Walk: black-box, top-1 labels) and
+           combined (MOVE's black-box column or di, each at alpha / 2: Bonferroni,
+           dataset_inference.combined_verdict)
 """
 import os
 
@@ -49,3 +53,5 @@ AMP = ("auto", "bf16", "none")
 ALPHA = 0.01
 DI_NORMS = ("linf", "l2", "l1")
 DI_FEATURES = ("blind-walk", "mingd")
+METHODS = ("move", "both")
+DI_COLUMNS = ("di", "combined")

@@ -22,7 +22,7 @@ import dataclasses
 import os
 
 from . import paths
-from .constants import ATTACK_MODES, COLUMNS, QUERY_MODES, REPO, SIMULATED_THEFTS
+from .constants import ATTACK_MODES, COLUMNS, METHODS, QUERY_MODES, REPO, SIMULATED_THEFTS
 from .errors import UserError
 from .presets import DATASETS, PAPER_WHITE_BOX
 
@@ -55,7 +55,8 @@ READS = {"embed": ("dataset", "gamma", "split", "styled_test", "style"),
          "train": DATA + ("train",),
          "steal": DATA,                       # plus the attack's budget, attack_reads()
          "gradients": ("dataset", "gamma"),  # the features are flags (--feature, --augment)
-         "clf": ("dataset", "gamma", "clf")}  # the features are a flag (--feature)
+         "clf": ("dataset", "gamma", "clf"),  # the features are a flag (--feature)
+         "di": DATA + ("di_images",)}  # and presets.DI, which is code, not a preset key
 TRAINING = ("train_model", "steal")  # the scripts that train: --amp and --resume
 
 
@@ -104,10 +105,14 @@ class Plan:
         self.black_box_feature = ("prediction-shift" if self.reference else
                                   args.black_box_feature or preset["black_box_feature"])
         self.thefts = () if self.reference else tuple(preset["clf_models"]["thefts"])
+        self.method = getattr(args, "method", None) or preset["method"]
+        if self.method not in METHODS:
+            raise UserError(f"preset {args.preset!r}: method {self.method!r} is not one of {', '.join(METHODS)}")
         self.workdir = args.workdir or (os.path.join(REPO, "results", "smoke") if args.preset == "smoke" else REPO)
         self.out = args.out or os.path.join(REPO, "results", args.preset + ("-reference" if self.reference else ""))
         self.dirs = {k: os.path.join(self.workdir, k) for k in ("data", "model", "gradients_set", "prob")}
         self.model_dir = self.dirs["model"]
+        self.di_results = os.path.join(self.dirs["prob"], ds, "di-blind-walk.json")  # --method both
         self.styled = paths.styled_dir(self.dirs["data"], ds, preset["gamma"])
         self.files = {arch: {} for arch in self.archs}  # arch -> purpose -> [checkpoint], Plan.file()
         self.jobs, self.suspects, self.columns, self.independents = [], [], {}, []
@@ -319,4 +324,19 @@ def suspects(plan):
     plan.suspects += [("independent", path, arch) for path, arch in plan.independents]
 
 
-FAMILIES = (embedding, models, independents, attacks, query_thieves, simulated_thefts, gradient_sets, classifiers, suspects)
+def dataset_inference(plan):
+    """With --method both, Dataset Inference's Blind Walk on every suspect (dataset_inference.py, one job:
+    the regressor is fitted on the victim once), read by verify_suspects into the di and combined columns
+    (constants.DI_COLUMNS). The preset's di_images, where it has them, set the images per side."""
+    if plan.method != "both":
+        return
+    victim = plan.file(plan.victim_arch, "pos")[0]
+    models = list(dict.fromkeys(path for _, path, _ in plan.suspects))
+    sizes = plan.preset.get("di_images") or {}
+    params = ("--victim", victim, "--s", *models, "--out", plan.di_results, "--force") \
+        + ("--fit-images", str(sizes["fit"])) * ("fit" in sizes) + ("--test-images", str(sizes["test"])) * ("test" in sizes)
+    plan.add(Job("di", plan.di_results, "dataset_inference", params, (victim, *models), READS["di"], 10))  # after every suspect
+
+
+FAMILIES = (embedding, models, independents, attacks, query_thieves, simulated_thefts, gradient_sets, classifiers, suspects,
+            dataset_inference)

@@ -149,6 +149,10 @@ PRESETS = {
         # flagged 0/150 (largest delta mu 0.081) against 1/150 (0.305) with prediction shifts alone, students
         # 5/5, no independent flagged (docs/VALIDITY.md, "Shifts of models that solve the task")
         black_box_feature="shift-true-label",
+        # what reproduce.py verifies with (constants.METHODS): MOVE alone. Dataset Inference (--method both)
+        # saw nothing on the embedded default, not even the source (docs/DATASET_INFERENCE.md, "Measured"),
+        # and costs minutes per suspect, so it is not on by default
+        method="move",
         # the white-box column's features (constants.WHITE_BOX) and whether their images get the training
         # transform: the log-loss on the stylised image, without the transform. On seeds 20-22 (bf16) it
         # detected distillation 3/3 and multi-stage 2/3, no independent model and no zero-shot student,
@@ -185,6 +189,7 @@ PRESETS = {
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's per-column m and tau not measured here
         black_box="any-arch",  # as fmnist
         black_box_feature="prediction-shift",  # MOVE's
+        method="move",  # as fmnist (DI on a GPU box: --method both)
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
     ),
     "imagenet": dict(
@@ -211,6 +216,7 @@ PRESETS = {
         m=10, tau=0.0, test="paired-all",  # the paper's m [R] and tau [P]; fmnist's per-column m and tau not measured here
         black_box="any-arch",  # as fmnist
         black_box_feature="prediction-shift",  # MOVE's
+        method="move",  # as fmnist (DI on a GPU box: --method both)
         white_box=PAPER_WHITE_BOX,  # fmnist's stylised-loss not measured at this scale
     ),
 }
@@ -234,7 +240,8 @@ PRESETS["smoke"] = _changed(
     PRESETS["fmnist"], split=dict(victim=1200, attacker=800, independent=600), styled_test=200, eval_test=500,
     style=dict(steps=20), train=dict(epochs=2), clf=dict(batch=64, hidden_cap=128),
     attacks={"fine-tune": dict(epochs=1), "zero-shot": dict(iterations=10, batch=64, lr_s=0.05)},
-    clf_models=dict(subset_epochs=None, weak=[256, 512, 0]))  # one untrained negative: the path, not the count
+    clf_models=dict(subset_epochs=None, weak=[256, 512, 0]),  # one untrained negative: the path, not the count
+    di_images=dict(fit=20, test=20))  # --method both: DI's regressor and test on 20 images per side (the path)
 
 
 def get_preset(name, scale=1.0):
