@@ -34,6 +34,7 @@ from network import get_model
 from ownership import cli, jsonio, seeds
 from ownership.data import role_data
 from ownership.presets import DATASETS, get_preset
+from ownership.answers import reducer
 from ownership.checkpoints import atomic_write
 from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO
 from ownership.errors import UserError
@@ -64,6 +65,12 @@ def get_parser():
     p.add_argument("--label-only", action="store_true",
                    help="black-box verdicts from top labels only (reproduce.py --label-only); reuses the seeds' models")
     cli.add_amp(p)
+    p.add_argument("--decimals", type=int, default=None,
+                   help="black-box verdicts from answers rounded to this many decimals (reproduce.py --decimals); "
+                        "reuses the seeds' models")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="black-box verdicts from each answer's K most probable classes (reproduce.py --top-k); reuses "
+                        "the seeds' models")
     p.add_argument("--untrained", type=int, default=None,
                    help="freshly initialised models per architecture and seed to verify, in every column (default 10, "
                         "0 with --aggregate-only; 0: none)")
@@ -102,7 +109,9 @@ def run_seeds(args, out, variant):
             argv = ["--preset", args.preset, "--seed", str(seed), "--scale", str(args.scale), "--amp", args.amp,
                     "--workdir", work, "--out", results, "--hard-negatives"] + ["--gpu", str(args.gpu)] * (args.gpu is not None) \
                 + ["--black-box", args.black_box] * (args.black_box is not None) + ["--label-only"] * args.label_only \
-                + ["--black-box-feature", args.black_box_feature] * (args.black_box_feature is not None)
+                + ["--black-box-feature", args.black_box_feature] * (args.black_box_feature is not None) \
+                + ["--decimals", str(args.decimals)] * (args.decimals is not None) \
+                + ["--top-k", str(args.top_k)] * (args.top_k is not None)
             res = reproduce.main(reproduce.get_parser().parse_args(argv))
         runs.append((seed, res, reproduce.load_probs(results)))
     if not runs:
@@ -117,7 +126,8 @@ def main(args):
         raise UserError(f"--untrained {args.untrained}: give 0 (none) or more models per architecture and seed")
     out = args.out or os.path.join(REPO, "results", args.preset)
     variant = [amp_name(cli.get_device(args.gpu), args.amp)] + [args.black_box] * (args.black_box is not None) \
-        + [args.black_box_feature] * (args.black_box_feature is not None) + ["labels"] * args.label_only
+        + [args.black_box_feature] * (args.black_box_feature is not None) + ["labels"] * args.label_only \
+        + [f"dec{args.decimals}"] * (args.decimals is not None) + [f"top{args.top_k}"] * (args.top_k is not None)
     runs = run_seeds(args, out, variant)
     # one file per float path, classifier variant and seed range, so a study of other seeds never
     # overwrites this one's
@@ -160,6 +170,7 @@ def main(args):
                   classifiers=classifier_quality(runs),
                   black_box=runs[0][1]["black_box"],
                   black_box_feature=runs[0][1].get("black_box_feature", "prediction-shift"), label_only=runs[0][1]["label_only"],
+                  answers=runs[0][1].get("answers") or dict(decimals=None, top_k=None),
                   protocol=record_columns(protocols), ms=ms,
                   false_positive_rate={a: table[a]["independent"]["detected"] for a in COLUMNS if "independent" in modes},
                   false_positive_rate_all_draws={a: table[a]["independent"]["all_draws"] for a in COLUMNS
@@ -210,7 +221,7 @@ def untrained_verdicts(args, out, variant, runs, protocols):
                 columns[arch, column] = (os.path.join(work, c["path"]) if column in by_access else None,
                                          [os.path.join(work, r) for r in c["references"]])
         verify = verifiers(columns, images, preset["dataset"], device, protocols, seed=seed, data_dir=data_dir,
-                           label_only=res["label_only"])
+                           label_only=res["label_only"], reduce=reducer(res.get("answers") or {}))
         for arch in res["classifiers"]:
             by_column = {column: verify[arch, column] for column in COLUMNS}
             for k in range(args.untrained):  # each model built once, verified in every column
@@ -246,13 +257,20 @@ def classifier_quality(runs):
     return out
 
 
+def answers_note(form):
+    """' (answers rounded to D decimals, top-k)' for a run on reduced answers, '' for full ones."""
+    parts = [f"rounded to {form['decimals']} decimals"] * (form.get("decimals") is not None) \
+        + [f"top-{form['top_k']} classes"] * (form.get("top_k") is not None)
+    return f" (answers {', '.join(parts)})" if parts else ""
+
+
 def render(result):
     """validity.json as markdown: the rates table (with the median transfer gap), the false-positive lines (independent and, where
     verified, untrained models), the classifiers' quality, the (m, tau) grid."""
     proto = result["protocol"]
     fmt_m = lambda v: "—" if v is None else f"{v:g}"  # noqa: E731
     lines = [f"# Validity on preset `{result['preset']}`, seeds {result['seeds']}, {result['float_path']} training, "
-             f"{result['black_box']} black-box classifier on {result['black_box_feature']}" + (" (labels only)" if result["label_only"] else ""), "",
+             f"{result['black_box']} black-box classifier on {result['black_box_feature']}" + (" (labels only)" if result["label_only"] else "") + answers_note(result.get("answers") or {}), "",
              f"Test: {proto['description']}, m = {describe(proto['m'])}, tau = {describe(proto['tau'])}, "
              f"alpha = {proto['alpha']}. "
              "Detected: fraction of (seed, model) pairs with p < alpha (one draw of m images each, as a defender "

@@ -26,12 +26,15 @@ import numpy as np
 import torch
 
 from ownership import cli, jsonio
+from ownership.answers import reducer
 from ownership.checkpoints import atomic_write, load_checkpoint, load_model
 from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, DI_COLUMNS, METHODS, TESTS
 from ownership.data import role_data
 from ownership.dataset_inference import combined_verdict
+from ownership.errors import UserError
 from ownership.manifest import Stages, Task
 from ownership.plan import Plan
+from ownership.presets import DATASETS
 from ownership.training import amp_name
 from ownership.verify import Protocol, describe, record_columns, verifiers
 
@@ -66,6 +69,12 @@ def get_parser():
     p.add_argument("--label-only", action="store_true",
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
                         "gives them; the references likewise")
+    p.add_argument("--decimals", type=int, default=None,
+                   help="black-box column from answers rounded to this many decimals and renormalised, as many APIs "
+                        "give them (serve.py --decimals); the references likewise")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="black-box column from the K most probable classes of each answer only (serve.py --top-k); "
+                        "the references likewise")
     p.add_argument("--method", default=None, choices=METHODS,
                    help="move: MOVE's columns (white-box, black-box, baseline); both: also Dataset Inference's Blind "
                         "Walk on every suspect (column di, labels only) and the combined verdict (MOVE black-box or "
@@ -129,6 +138,7 @@ def main(args):
     tasks = [Task(j.stage, j.output, j.script, plan.argv(j), j.inputs, plan.settings(j)) for j in plan.jobs]
     if args.plan:
         return show_plan(plan, stages.status(tasks))
+    answer_form(args, DATASETS[plan.dataset]["num_classes"])  # a bad --decimals or --top-k before any job runs
     # one protocol per verdict column: the same test and m, each column's margin (presets: tau)
     protocols = {c: Protocol.from_preset(preset, "reference" if plan.reference else args.test, column=c) for c in COLUMNS}
     device = cli.get_device(args.gpu)
@@ -147,7 +157,8 @@ def main(args):
     stages.timings.update(verify=round(time.time() - start, 1), total=round(time.time() - t0, 1))
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
                   **record_columns(protocols)), black_box=plan.black_box, black_box_feature=plan.black_box_feature,
-                  white_box=plan.white_box, label_only=args.label_only, method=plan.method, rows=rows,
+                  white_box=plan.white_box, label_only=args.label_only, answers=dict(decimals=args.decimals, top_k=args.top_k),
+                  method=plan.method, rows=rows,
                   classifiers=classifier_records(plan), timings=stages.timings)
     write_results(plan.out, result, probs)
     print(table(result))
@@ -179,7 +190,7 @@ def verify_suspects(plan, protocols, device):
     args = plan.args
     images = role_data(plan.preset, plan.dirs["data"], args.seed, "styled-test", plan.preset["gamma"])
     verify = verifiers(plan.columns, images, plan.dataset, device, protocols, seed=args.seed, data_dir=plan.dirs["data"],
-                       label_only=args.label_only)
+                       label_only=args.label_only, reduce=answer_form(args, DATASETS[plan.dataset]["num_classes"]))
     rows, probs = [], {column: dict(suspect=[], references=[]) for column in COLUMNS}
     for mode, path, arch in plan.suspects:
         model, ck = load_model(path, device=device)
@@ -196,6 +207,16 @@ def verify_suspects(plan, protocols, device):
         add_dataset_inference(rows, plan, protocols["black-box"].alpha)
     add_transfer_gap(rows, len(plan.preset["independents"]))
     return rows, probs
+
+
+def answer_form(args, num_classes):
+    """answers.reducer of --decimals and --top-k (None for full answers). Raises UserError for a value
+    out of range."""
+    if args.decimals is not None and args.decimals < 0:
+        raise UserError(f"--decimals {args.decimals}: give 0 or more decimals")
+    if args.top_k is not None and not 1 <= args.top_k <= num_classes:
+        raise UserError(f"--top-k {args.top_k}: give 1 to {num_classes} classes")
+    return reducer(dict(decimals=args.decimals, top_k=args.top_k))
 
 
 def add_dataset_inference(rows, plan, alpha):

@@ -122,18 +122,21 @@ def detection_rate(p_s, refs, protocol, *, seed, order):
                           < protocol.alpha for k in range(len(p_s) // m)]))
 
 
-def verifiers(columns, images, dataset, device, protocols, *, seed, data_dir, label_only=False):
+def verifiers(columns, images, dataset, device, protocols, *, seed, data_dir, label_only=False, reduce=None):
     """{key: Verifier} for `columns` {key: (meta-classifier path or None, references)}, key = (arch,
     column) with column one of constants.COLUMNS and `protocols` {column: Protocol}: one Verifier per
     distinct (classifier, references, column), so the any-architecture black-box classifier
     (ownership.plan.verdict_files) is loaded and its references scored once for every architecture.
-    `label_only` applies to the black-box column (Verifier)."""
+    `label_only` applies to the black-box column (Verifier), and so does `reduce` (answers.reducer: the
+    rounding or top-k of an API, applied to the suspect's and the references' answers alike)."""
     made, out = {}, {}
     for key, (clf, refs) in columns.items():
         column = key[1]
         if (clf, tuple(refs), column) not in made:
             made[clf, tuple(refs), column] = Verifier(clf, refs, images, dataset, device, protocols[column], seed=seed,
                                                       data_dir=data_dir, label_only=label_only and column == "black-box")
+            if reduce is not None and column == "black-box":
+                made[clf, tuple(refs), column].reduce_like(reduce)
         out[key] = made[clf, tuple(refs), column]
     return out
 
