@@ -1,6 +1,7 @@
 """reproduce.py --method both (issue 31, item 4): Dataset Inference as one job of the plan, after every
 suspect, and the di and combined columns read from its results, the combined rule checked by hand.
-No model is trained: the plan is data and DI's results are written here."""
+No model is trained: the plan is data and DI's results are written here (the end-to-end run on the smoke
+artefacts: tests/test_reproduce_smoke.py, test_dataset_inference_columns)."""
 import json
 import os
 
@@ -73,24 +74,3 @@ def test_combined_column_is_bonferroni_by_hand(tmp_path):
     md = reproduce.table(dict(rows=[dict(r, clean_acc=None, stylised_acc=None) for r in rows])).splitlines()
     assert " di p | Δμ | verdict | combined p | Δμ | verdict |" in md[0] and md[2].endswith("| — | stolen |")
 
-
-@pytest.mark.slow
-def test_smoke_run_with_both_methods(repo, tmp_path):
-    """reproduce.py --method both end to end on the smoke preset: every row has DI's column, with the labels
-    it asked, and the combined verdict by the rule; the stage's time is recorded."""
-    import subprocess
-    import sys
-    cmd = [sys.executable, os.path.join(repo, "reproduce.py"), "--preset", "smoke", "--method", "both",
-           "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "results")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=2400)
-    assert r.returncode == 0, r.stderr[-3000:]
-    with open(tmp_path / "results" / "results.json") as f:
-        res = json.load(f)
-    assert res["method"] == "both" and "di" in res["timings"]
-    for row in res["rows"]:
-        di, bb = row["di"], row["black-box"]
-        assert 0 <= di["p_value"] <= 1 and di["queries"] > 0 and di["verdict"] in ("stolen", "not stolen")
-        stolen = min(bb["p_value"], di["p_value"]) < res["protocol"]["alpha"] / 2
-        assert (row["combined"]["verdict"] == "stolen") == stolen, row["mode"]
-    assert " di p | Δμ | verdict | combined p | Δμ | verdict |" in r.stdout  # the printed table
-    assert os.path.getsize(tmp_path / "results" / "results.png") > 0

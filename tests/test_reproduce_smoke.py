@@ -317,6 +317,36 @@ def test_evaluate_aggregates_saved_seeds(smoke, tmp_path):
     assert md.startswith("# Validity on preset `smoke`") and "Untrained (freshly initialised) models" in md
 
 
+@pytest.mark.slow  # Dataset Inference on every suspect (20 + 20 images per side)
+def test_dataset_inference_columns(smoke, tmp_path):
+    """--method both on the smoke artefacts: only DI's job runs; every row gets the di column, with the
+    labels it asked, and the combined verdict by its rule (MOVE black-box or DI below alpha / 2); MOVE's
+    columns do not change."""
+    res = _rerun(smoke, tmp_path / "results", "--method", "both")
+    assert res["method"] == "both" and set(res["timings"]) == {"di", "verify", "total"}
+    alpha = res["protocol"]["alpha"]
+    for row, before in zip(res["rows"], smoke[3]["rows"]):
+        di, bb = row["di"], row["black-box"]
+        assert 0 <= di["p_value"] <= 1 and di["queries"] > 0 and di["verdict"] in ("stolen", "not stolen")
+        assert (row["combined"]["verdict"] == "stolen") == (min(bb["p_value"], di["p_value"]) < alpha / 2), row["mode"]
+        assert all(row[c] == before[c] for c in COLUMNS)
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert " di p | Δμ | verdict | combined p | Δμ | verdict |" in md
+
+
+@pytest.mark.slow  # reruns the verification stage
+def test_rounded_answers_change_only_the_black_box_column(smoke, tmp_path):
+    """--decimals 1: the black-box column is verified on answers rounded to one decimal (suspects and
+    references alike), recorded in results.json; the white-box and baseline columns are those of full answers."""
+    res = _rerun(smoke, tmp_path / "results", "--decimals", "1")
+    assert res["answers"] == dict(decimals=1, top_k=None) and set(res["timings"]) == {"verify", "total"}
+    changed = 0
+    for row, before in zip(res["rows"], smoke[3]["rows"]):
+        assert row["white-box"] == before["white-box"] and row["baseline"] == before["baseline"]
+        changed += row["black-box"]["p_value"] != before["black-box"]["p_value"]
+    assert changed > 0
+
+
 @pytest.mark.slow  # trains two classifiers and reruns the verification stage
 def test_per_architecture_black_box_column(smoke, tmp_path):
     """--black-box per-arch: one black-box classifier per architecture is trained (no model is), and
