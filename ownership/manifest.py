@@ -3,7 +3,8 @@
 A job (`Task`) is keyed by its first output and recorded with its stage, module, `settings` (what
 decides its output besides its inputs' bytes: reproduce.py records its flags, the run's flags and the
 values of the preset keys it reads, ownership/plan.py) and the sha256 of its inputs and outputs
-(`checksum`). It is skipped when that record matches and its outputs still have the recorded checksums.
+(`checksum`), and the seconds it ran. It is skipped when that record matches and its outputs still have the
+recorded checksums.
 """
 import collections
 import hashlib
@@ -234,10 +235,13 @@ class _Schedule:
         self.state[i], self.began[i] = "running", time.time()
 
     def finished(self, i):
-        self.stages._finish(self.records[i])
+        """Record job i as done, with the seconds it ran (its record's `seconds`: what one job costs, in the
+        worker it ran in), and add them to its stage's timing."""
+        seconds = round(time.time() - self.began[i], 1)
+        self.stages._finish(dict(self.records[i], seconds=seconds))
         self.state[i] = "done"
         stage, timings = self.jobs[i].stage, self.stages.timings
-        timings[stage] = round(timings.get(stage, 0.0) + time.time() - self.began[i], 1)
+        timings[stage] = round(timings.get(stage, 0.0) + seconds, 1)
 
 
 def _run_in_pool(schedule, workers, threads):

@@ -5,6 +5,8 @@ import argparse
 import json
 import os
 
+import pytest
+
 from ownership import manifest as reproduce
 from ownership.manifest import Task
 
@@ -58,6 +60,7 @@ def test_stages_rerun_what_changed(tmp_path, capsys):
     record = json.load(open(manifest))[b]
     assert record["settings"] == {"argv": ["--out", b, "--src", a], "seed": 0}
     assert record["inputs"] == {a: reproduce.checksum(a)} and record["outputs"] == {b: reproduce.checksum(b)}
+    assert 0 <= record["seconds"] < 60  # what the job cost
 
     open(b, "w").write("corrupt")
     assert pipeline() == (1, 2, 1)                      # b redone, nothing else
@@ -115,6 +118,7 @@ def test_run_all_runs_jobs_in_worker_processes(tmp_path):
         assert text == f"job{k}" and int(pid) != os.getpid() and threads == "1"
     done = json.load(open(manifest))
     assert all(done[o]["outputs"] == {o: reproduce.checksum(o)} for o in outs) and "toy" in st.timings
+    assert st.timings["toy"] == pytest.approx(sum(done[o]["seconds"] for o in outs), abs=0.2)  # the stage: its jobs'
     again = reproduce.Stages(manifest)
     assert again.run_all(jobs, workers=2, threads=1) == 0
 
