@@ -36,7 +36,7 @@ from ownership.data import role_data
 from ownership.presets import DATASETS, get_preset
 from ownership.answers import reducer
 from ownership.checkpoints import atomic_write
-from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, REPO
+from ownership.constants import BLACK_BOX, BLACK_BOX_FEATURES, COLUMNS, DI_COLUMNS, METHODS, REPO
 from ownership.errors import UserError
 from ownership.training import amp_name
 from ownership.verify import describe, detection_rate, protocols_from_record, record_columns, test, verifiers
@@ -71,6 +71,9 @@ def get_parser():
     p.add_argument("--top-k", type=int, default=None,
                    help="black-box verdicts from each answer's K most probable classes (reproduce.py --top-k); reuses "
                         "the seeds' models")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="both: also Dataset Inference's column and the combined verdict per seed (reproduce.py --method "
+                        "both; minutes per suspect), their detection and false-positive rates in the table")
     p.add_argument("--untrained", type=int, default=None,
                    help="freshly initialised models per architecture and seed to verify, in every column (default 10, "
                         "0 with --aggregate-only; 0: none)")
@@ -111,7 +114,8 @@ def run_seeds(args, out, variant):
                 + ["--black-box", args.black_box] * (args.black_box is not None) + ["--label-only"] * args.label_only \
                 + ["--black-box-feature", args.black_box_feature] * (args.black_box_feature is not None) \
                 + ["--decimals", str(args.decimals)] * (args.decimals is not None) \
-                + ["--top-k", str(args.top_k)] * (args.top_k is not None)
+                + ["--top-k", str(args.top_k)] * (args.top_k is not None) \
+                + ["--method", args.method] * (args.method is not None)
             res = reproduce.main(reproduce.get_parser().parse_args(argv))
         runs.append((seed, res, reproduce.load_probs(results)))
     if not runs:
@@ -127,7 +131,8 @@ def main(args):
     out = args.out or os.path.join(REPO, "results", args.preset)
     variant = [amp_name(cli.get_device(args.gpu), args.amp)] + [args.black_box] * (args.black_box is not None) \
         + [args.black_box_feature] * (args.black_box_feature is not None) + ["labels"] * args.label_only \
-        + [f"dec{args.decimals}"] * (args.decimals is not None) + [f"top{args.top_k}"] * (args.top_k is not None)
+        + [f"dec{args.decimals}"] * (args.decimals is not None) + [f"top{args.top_k}"] * (args.top_k is not None) \
+        + ["di"] * (args.method == "both")
     runs = run_seeds(args, out, variant)
     # one file per float path, classifier variant and seed range, so a study of other seeds never
     # overwrites this one's
@@ -177,7 +182,7 @@ def main(args):
                                                  if "independent" in modes},
                   rows=table, accuracy={mode: float(np.median([r["clean_acc"] for _, res, _ in runs for r in res["rows"]
                                                                if r["mode"] == mode])) for mode in modes},
-                  transfer_gap=transfer_gaps(runs, modes))
+                  transfer_gap=transfer_gaps(runs, modes), dataset_inference=di_rates(runs, modes))
     if args.untrained:
         result["untrained"] = untrained_verdicts(args, out, variant, runs, protocols)
     jsonio.write(os.path.join(out, name + ".json"), result)
@@ -199,6 +204,25 @@ def transfer_gaps(runs, modes):
         for r in rows:
             gaps[r["mode"]].append(r["transfer_gap"])
     return {mode: None if not g or None in g else float(np.median(g)) for mode, g in gaps.items()}
+
+
+def di_rates(runs, modes):
+    """{column: {mode: dict(n, detected, median_p)}} of the DI columns (constants.DI_COLUMNS) the runs'
+    rows have (reproduce.py --method both), or {} where they have none: the fraction of (seed, model)
+    pairs called stolen; for `independent` a false-positive rate. Their p comes from one test per
+    suspect, so there is no rate over draws or m sweep as for MOVE's columns."""
+    rows = [r for _, res, _ in runs for r in res["rows"]]
+    out = {}
+    for column in DI_COLUMNS:
+        if not rows or not all(column in r for r in rows):
+            continue
+        out[column] = {}
+        for mode in modes:
+            ps = [r[column]["p_value"] for r in rows if r["mode"] == mode]
+            out[column][mode] = dict(n=len(ps), median_p=float(np.median(ps)),
+                                     detected=float(np.mean([r[column]["verdict"] == "stolen" for r in rows
+                                                             if r["mode"] == mode])))
+    return out
 
 
 def untrained_verdicts(args, out, variant, runs, protocols):
@@ -289,6 +313,10 @@ def render(result):
                       f"{r['median_delta_mu']:.3f}", fmt_m(r["median_m_needed"])]
         gap = gaps.get(mode)
         lines.append(f"| {mode} | {acc:.3f} | {'—' if gap is None else f'{gap:+.3f}'} | " + " | ".join(cells) + " |")
+    for column, by_mode in (result.get("dataset_inference") or {}).items():
+        lines += ["", f"{column} ({'Dataset Inference, Blind Walk' if column == 'di' else 'MOVE black-box or di at alpha/2'}), "
+                  "detected (pairs) and median p: " + "; ".join(f"{mode} {r['detected']:.2f} ({r['n']}, {r['median_p']:.2e})"
+                                                          for mode, r in by_mode.items()) + "."]
     fpr, fpr_all = result["false_positive_rate"], result["false_positive_rate_all_draws"]
     lines += ["", "False-positive rate on independent models: " + ", ".join(
         f"{a} {fpr[a]:.2f} (all draws {fpr_all[a]:.3f})" for a in fpr) + "."]

@@ -74,3 +74,17 @@ def test_combined_column_is_bonferroni_by_hand(tmp_path):
     md = reproduce.table(dict(rows=[dict(r, clean_acc=None, stylised_acc=None) for r in rows])).splitlines()
     assert " di p | Δμ | verdict | combined p | Δμ | verdict |" in md[0] and md[2].endswith("| — | stolen |")
 
+
+
+def test_evaluate_rates_of_the_di_columns_by_hand():
+    import evaluate
+
+    def row(mode, p_di, v_combined):
+        return dict(mode=mode, di=dict(p_value=p_di, verdict="stolen" if p_di < 0.01 else "not stolen"),
+                    combined=dict(p_value=2 * p_di, verdict=v_combined))
+    runs = [(63, dict(rows=[row("source", 0.001, "stolen"), row("independent", 0.5, "not stolen")]), None),
+            (64, dict(rows=[row("source", 0.2, "stolen"), row("independent", 0.004, "stolen")]), None)]
+    r = evaluate.di_rates(runs, ["source", "independent"])
+    assert r["di"]["source"] == dict(n=2, detected=0.5, median_p=pytest.approx(0.1005))
+    assert r["di"]["independent"]["detected"] == 0.5 and r["combined"]["source"]["detected"] == 1.0
+    assert evaluate.di_rates([(63, dict(rows=[dict(mode="source")]), None)], ["source"]) == {}  # MOVE alone
