@@ -97,12 +97,13 @@ def get_parser():
 
 
 # `python reproduce.py [--preset P] [--amp none]` from nothing, wall clock, on 2-core AMD EPYC CPUs with the
-# CPU to itself, per CPU kind: fresh clones of commit 2d4c0b5 and its parent (AVX512-BF16), of f08880e (AVX2
-# only); bf16 since the simulated thefts: commit f124b5b, every stage but the style transfer (about 15 s)
-# redone; the fp32 figures predate them (about 1 min more a seed in evaluate.py) (docs/BENCHMARKS.md,
-# "Per-stage times"); the start-up line quotes them
-MEASURED_MINUTES = {("fmnist", "bf16"): {"AVX512-BF16": 7.0},
-                    ("fmnist", "fp32"): {"AVX512-BF16, --amp none": 7.8, "AVX2 only": 11.7}}
+# CPU to itself, per CPU kind: bf16 a fresh checkout of commit c99e8bf (AVX512-BF16, 2026-12-06); fp32 fresh
+# clones of 2d4c0b5 (AVX512-BF16, --amp none) and f08880e (AVX2 only), which predate the simulated thefts, the
+# 160-iteration zero-shot thief and the natural-image query thieves, so today's fp32 runs take longer
+# (docs/BENCHMARKS.md, "python reproduce.py (seed 0)"); the start-up line quotes them
+MEASURED_MINUTES = {("fmnist", "bf16"): {"AVX512-BF16": 9.2},
+                    ("fmnist", "fp32"): {"AVX512-BF16, --amp none, before the present attacks": 7.8,
+                                         "AVX2 only, before the present attacks": 11.7}}
 
 
 def float_path(device, amp):
