@@ -17,7 +17,6 @@ from ownership import cli, jsonio
 from ownership import dataset_inference as di
 from ownership.checkpoints import load_model
 from ownership.constants import ALPHA, DI_FEATURES, DI_NORMS
-from ownership.data import load_dataset, split_indices
 from ownership.errors import UserError
 from ownership.presets import DATASETS, DI
 
@@ -32,9 +31,9 @@ def get_parser():
     p.add_argument("--m", type=int, default=None, help=f"images per side of the test (default {DI['m']})")
     p.add_argument("--alpha", type=float, default=ALPHA)
     p.add_argument("--fit-images", type=int, default=None,
-                   help=f"images per side that fit the regressor (default {DI['fit_images']})")
+                   help=f"images per side that fit the regressor (default: the preset's di_images, else {DI['fit_images']})")
     p.add_argument("--test-images", type=int, default=None,
-                   help=f"images per side that test each suspect (default {DI['test_images']})")
+                   help=f"images per side that test each suspect (default: the preset's di_images, else {DI['test_images']})")
     p.add_argument("--walk-scale", type=float, default=None,
                    help="Blind Walk step factor (default: presets.DI walk_scale of the dataset)")
     p.add_argument("--steps", type=int, default=None, help=f"Blind Walk steps (default {DI['walk']['steps']})")
@@ -62,19 +61,6 @@ def out_path(args, dataset):
     return path
 
 
-def sets_for(args, preset, record):
-    """DI's sets for the victim's seed, refused when they do not fit the split its checkpoint records."""
-    seed = record.get("seed", 0) if args.seed is None else args.seed
-    sets = di.di_sets(preset, args.data_dir, seed, fit=args.fit_images, test=args.test_images, gamma=args.gamma)
-    split = (record.get("preset") or {}).get("split")
-    if split is not None and "seed" in record:
-        n = len(load_dataset(preset["dataset"], args.data_dir)["train"])
-        di.check_sets(sets, split_indices(n, split, record["seed"]), sets["styled"],
-                      f"pass --seed {record['seed']} and the --preset {args.victim} was trained with "
-                      f"({(record.get('preset') or {}).get('name', '?')})")
-    return sets, seed
-
-
 def main(args):
     preset = cli.preset_of(args)
     dataset = preset["dataset"]
@@ -82,7 +68,8 @@ def main(args):
     device = cli.get_device(args.gpu)
     flags = dict(num_classes=d["num_classes"], in_channels=d["channels"], device=device)
     victim, record = load_model(args.victim, what="victim", **flags)
-    sets, seed = sets_for(args, preset, record)
+    sets, seed = di.victim_sets(preset, args.data_dir, args.victim, record, args.seed, fit=args.fit_images,
+                                test=args.test_images, gamma=args.gamma)
     cli.seed_everything(seed)
     out = out_path(args, dataset)
     walk = {} if args.steps is None else dict(steps=args.steps)

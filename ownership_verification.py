@@ -37,8 +37,9 @@ import numpy as np
 from network import MODELS
 from ownership import answers as checks
 from ownership import api, cli, evidence, jsonio, paths
+from ownership import dataset_inference as di
 from ownership.checkpoints import FirstOutputs, atomic_write, load_model
-from ownership.constants import BLACK_BOX, COLUMNS, MODES, TESTS
+from ownership.constants import BLACK_BOX, COLUMNS, METHODS, MODES, TESTS
 from ownership.data import load_styled
 from ownership.errors import UserError
 from ownership.plan import verdict_files
@@ -93,6 +94,12 @@ def get_parser():
     p.add_argument("--verify-record", metavar="FILE", default=None,
                    help="recompute the p-value of a verdict's record (its .json file) offline from the files it names, "
                         "checked against their sha256, and say whether it matches")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="both: also Dataset Inference's Blind Walk on the suspect checkpoint (top-1 labels; the regressor "
+                        "fitted on --victim, minutes on a CPU) and the combined verdict, MOVE's p or DI's below "
+                        "alpha/2 (docs/DATASET_INFERENCE.md); not through an API (default: the preset's, move)")
+    p.add_argument("--victim", default=None,
+                   help="--method both: the victim checkpoint (default model/victim/vict-<the dataset's victim arch>.pt)")
     api.add_arguments(p)  # --export-queries, --predictions, --endpoint, --label-only ... (ownership/api.py)
     return cli.add_common(p, preset=True)
 
@@ -242,6 +249,23 @@ def verdict(args, device, check_claim=True):
     return r, record, verifier, out, rows
 
 
+def dataset_inference_verdict(args, preset, model, p_move, alpha, device):
+    """--method both (docs/DATASET_INFERENCE.md): Dataset Inference's Blind Walk on the suspect `model`, its
+    regressor fitted on the victim (--victim) with the sets of the victim's recorded seed (dataset_inference.
+    victim_sets), and the combined verdict: stolen when MOVE's p (`p_move`) or DI's is below alpha / 2
+    (Bonferroni), p = min(1, 2 min(p_move, p_di)). Returns (DI's record, the combined record)."""
+    d = DATASETS[args.dataset]
+    victim_path = args.victim or paths.victim(args.model_dir, d["victim_arch"])
+    victim, ck = load_model(victim_path, None, d["num_classes"], d["channels"], device, "victim model")
+    sets, seed = di.victim_sets(preset, args.data_dir, victim_path, ck, gamma=args.gamma)
+    r = di.DatasetInference(victim, sets, args.dataset, alpha=alpha, seed=seed, device=device)(model)
+    record = {k: r[k] for k in ("p_value", "delta_mu", "verdict", "m", "detection_rate", "draws", "p_all",
+                                "delta_mu_all", "queries", "seconds")}
+    record["victim"] = os.path.abspath(victim_path)
+    both = di.combined_verdict(p_move, r["p_value"], alpha)
+    return record, dict(both, p_value=min(1.0, 2 * min(p_move, r["p_value"])))
+
+
 def verify_record(args, device):
     """--verify-record FILE: rerun the record's verification on the files it names (checked against
     their sha256), offline, and compare the p-values (ownership/evidence.py)."""
@@ -267,8 +291,12 @@ def main(args):
     device = cli.get_device(args.gpu)
     if args.verify_record:
         return verify_record(args, device)
-    cli.preset_of(args)  # --dataset and --gamma before any branch reads them (the export too)
+    preset = cli.preset_of(args)  # --dataset and --gamma before any branch reads them (the export too)
     through_api = api.requested(args)
+    method = args.method or preset["method"]
+    if method == "both" and through_api:
+        raise UserError("--method both runs Dataset Inference's Blind Walk, whose queries depend on the answers, so it "
+                        "needs the suspect's checkpoint (--s); verify an API with --method move")
     if through_api:
         api.check_args(args)
         if args.export_queries:
@@ -291,8 +319,15 @@ def main(args):
     extra = {"answers_sha256": record["evidence"]["answers_sha256"]} if rows is not None else {}
     atomic_write(out, lambda tmp: np.savez(tmp, **arrays, image_index=verifier.images.idx.numpy(),
                                            suspect=record["suspect"], **extra))
+    if method == "both":
+        record["dataset_inference"], record["combined"] = dataset_inference_verdict(
+            args, preset, resolve(args, preset, device)[1], r["p_value"], record["protocol"]["alpha"], device)
     evidence.write_record(os.path.splitext(out)[0] + ".json", record)
     print(f"result:  p-val: {r['p_value']} mu: {r['delta_mu']}")
+    if method == "both":
+        d, c = record["dataset_inference"], record["combined"]
+        print(f"dataset inference:  p-val: {d['p_value']} mu: {d['delta_mu']} ({d['queries']} label queries); "
+              f"combined (alpha/2 each): p-val: {c['p_value']} {c['verdict']}")
     print(jsonio.dumps(record))
     return record
 

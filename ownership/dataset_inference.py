@@ -304,13 +304,14 @@ def di_sets(preset, data_dir, seed, *, fit=None, test=None, gamma=None):
              fraction it saw stylised (load_styled(..., 'train'))
     public   images of the same distribution that no model trained on (_public_pool: fmnist's 42,000
              training images outside the three parts)
-    Each side gets `fit` images for the regressor and `test` other images for the test (defaults
-    presets.DI fit_images, test_images), drawn in a seeded random order. Returns dict(private_fit,
+    Each side gets `fit` images for the regressor and `test` other images for the test (defaults: the
+    preset's di_images, else presets.DI fit_images, test_images), drawn in a seeded random order. Returns dict(private_fit,
     private_test, public_fit, public_test: ImageSet, public_split: 'train' or 'test', parts: the split's
     {part: indices}, styled: indices of the stylised training images). Raises UserError when a pool has
     fewer than fit + test images."""
-    fit = DI["fit_images"] if fit is None else fit
-    test = DI["test_images"] if test is None else test
+    sizes = preset.get("di_images") or {}
+    fit = sizes.get("fit", DI["fit_images"]) if fit is None else fit
+    test = sizes.get("test", DI["test_images"]) if test is None else test
     gamma = preset["gamma"] if gamma is None else gamma
     ds = load_dataset(preset["dataset"], data_dir)
     parts = split_indices(len(ds["train"]), preset["split"], seed)
@@ -326,6 +327,21 @@ def di_sets(preset, data_dir, seed, *, fit=None, test=None, gamma=None):
     return dict(private_fit=ds["train"].subset(pri[:fit]), private_test=ds["train"].subset(pri[fit:]),
                 public_fit=ds[split].subset(pub[:fit]), public_test=ds[split].subset(pub[fit:]),
                 public_split=split, parts=parts, styled=styled)
+
+
+def victim_sets(preset, data_dir, victim_path, record, seed=None, *, fit=None, test=None, gamma=None):
+    """di_sets for the victim checkpoint at `victim_path` whose record (checkpoints.load_model) is
+    `record`: at `seed`, default the seed it records, and refused (UserError naming the --seed and --preset
+    that fix it) when they do not fit the split it records. Returns (sets, seed)."""
+    seed = record.get("seed", 0) if seed is None else seed
+    sets = di_sets(preset, data_dir, seed, fit=fit, test=test, gamma=gamma)
+    split = (record.get("preset") or {}).get("split")
+    if split is not None and "seed" in record:
+        n = len(load_dataset(preset["dataset"], data_dir)["train"])
+        check_sets(sets, split_indices(n, split, record["seed"]), sets["styled"],
+                   f"pass --seed {record['seed']} and the --preset {victim_path} was trained with "
+                   f"({(record.get('preset') or {}).get('name', '?')})")
+    return sets, seed
 
 
 def check_sets(sets, parts, styled, fix):

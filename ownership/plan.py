@@ -327,14 +327,12 @@ def suspects(plan):
 def dataset_inference(plan):
     """With --method both, Dataset Inference's Blind Walk on every suspect (dataset_inference.py, one job:
     the regressor is fitted on the victim once), read by verify_suspects into the di and combined columns
-    (constants.DI_COLUMNS). The preset's di_images, where it has them, set the images per side."""
+    (constants.DI_COLUMNS). The preset's di_images, where it has them, set the images per side (di_sets)."""
     if plan.method != "both":
         return
     victim = plan.file(plan.victim_arch, "pos")[0]
     models = list(dict.fromkeys(path for _, path, _ in plan.suspects))
-    sizes = plan.preset.get("di_images") or {}
-    params = ("--victim", victim, "--s", *models, "--out", plan.di_results, "--force") \
-        + ("--fit-images", str(sizes["fit"])) * ("fit" in sizes) + ("--test-images", str(sizes["test"])) * ("test" in sizes)
+    params = ("--victim", victim, "--s", *models, "--out", plan.di_results, "--force")
     plan.add(Job("di", plan.di_results, "dataset_inference", params, (victim, *models), READS["di"], 10))  # after every suspect
 
 

@@ -35,8 +35,7 @@ def test_both_adds_one_job_after_every_suspect(tmp_path):
     assert job.inputs == (victim, *models)
     argv = plan.argv(job)
     assert argv[argv.index("--victim") + 1] == victim and argv[argv.index("--out") + 1] == plan.di_results
-    assert argv[argv.index("--fit-images") + 1] == "20" and argv[argv.index("--test-images") + 1] == "20"
-    assert plan.settings(job)["reads"]["di_images"] == dict(fit=20, test=20)
+    assert plan.settings(job)["reads"]["di_images"] == dict(fit=20, test=20)  # read by di_sets, no flag
     parsed = dataset_inference.get_parser().parse_args(argv)  # the script takes the job's command line
     assert parsed.suspects == models and parsed.seed == 0 and parsed.preset == "smoke"
 
@@ -88,3 +87,14 @@ def test_evaluate_rates_of_the_di_columns_by_hand():
     assert r["di"]["source"] == dict(n=2, detected=0.5, median_p=pytest.approx(0.1005))
     assert r["di"]["independent"]["detected"] == 0.5 and r["combined"]["source"]["detected"] == 1.0
     assert evaluate.di_rates([(63, dict(rows=[dict(mode="source")]), None)], ["source"]) == {}  # MOVE alone
+
+
+def test_verification_through_an_api_refuses_dataset_inference(capsys):
+    """Blind Walk's queries depend on the answers: --method both needs the checkpoint, one line, exit 2."""
+    import ownership_verification as ov
+    from ownership import cli
+    with pytest.raises(SystemExit) as e:
+        cli.run(ov.main, ov.get_parser(), ["--endpoint", "http://127.0.0.1:9/", "--method", "both"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--method move" in err[0]
+

@@ -332,6 +332,16 @@ def test_dataset_inference_columns(smoke, tmp_path):
         assert all(row[c] == before[c] for c in COLUMNS)
     md = (tmp_path / "results" / "results.md").read_text()
     assert " di p | Δμ | verdict | combined p | Δμ | verdict |" in md
+    import ownership_verification as ov  # one suspect: the same DI test, the same numbers
+    work = smoke[0] / "work"
+    indep = next(r for r in res["rows"] if r["mode"] == "independent")
+    rec = ov.main(ov.get_parser().parse_args(
+        [f"--s={work / indep['suspect']}", "--access=black-box", "--preset=smoke", "--method=both",
+         f"--data-dir={work / 'data'}", f"--model-dir={work / 'model'}", f"--prob-dir={tmp_path / 'prob'}"]))
+    assert rec["p_value"] == indep["black-box"]["p_value"]
+    assert rec["dataset_inference"]["p_value"] == indep["di"]["p_value"]
+    assert rec["combined"]["verdict"] == indep["combined"]["verdict"]
+    assert rec["combined"]["p_value"] == indep["combined"]["p_value"]
 
 
 @pytest.mark.slow  # reruns the verification stage
