@@ -63,7 +63,8 @@ def get_parser():
                    help="the black-box classifiers' features (default: the preset's); another one reuses the seeds' "
                         "models and writes its own results")
     p.add_argument("--label-only", action="store_true",
-                   help="black-box verdicts from top labels only (reproduce.py --label-only); reuses the seeds' models")
+                   help="black-box verdicts from top labels only, with classifiers trained on top labels (reproduce.py "
+                        "--label-only); reuses the seeds' models")
     cli.add_amp(p)
     p.add_argument("--decimals", type=int, default=None,
                    help="black-box verdicts from answers rounded to this many decimals (reproduce.py --decimals); "

@@ -68,7 +68,8 @@ def get_parser():
                         "classifiers, model/clf/blackbox-<dataset>[-<type>]-<feature>.pt (default: the preset's)")
     p.add_argument("--label-only", action="store_true",
                    help="black-box column from each model's top labels only (one-hot answers), as a label-only API "
-                        "gives them; the references likewise")
+                        "gives them, the references likewise, with black-box classifiers trained on top labels "
+                        "(model/clf/blackbox-<dataset>-labels.pt, train_clf.py --label-only)")
     p.add_argument("--decimals", type=int, default=None,
                    help="black-box column from answers rounded to this many decimals and renormalised, as many APIs "
                         "give them (serve.py --decimals); the references likewise")

@@ -57,6 +57,9 @@ def get_parser():
                         f"{', '.join(WHITE_BOX)}; black-box: {' or '.join(BLACK_BOX_FEATURES)} (default: the dataset's "
                         "preset's, as gradientset.py)")
     p.add_argument("--views", type=int, default=4, help="black-box: stylised views per image")
+    p.add_argument("--label-only", action="store_true",
+                   help="black-box: train on the models' top labels only (one-hot answers), for suspects behind a "
+                        "label-only API; such a classifier verifies from labels only (reproduce.py --label-only)")
     p.add_argument("--l2", default="auto", choices=["auto", "on", "off"],
                    help="L2-normalise each feature vector before standardising (auto: on for gradient signs, as "
                         "the reference; off for input gradients, log-losses and black-box prediction shifts, whose size is "
@@ -94,6 +97,8 @@ def main(args):
     cli.seed_everything(args.seed)
     device = cli.get_device(args.gpu)
     pos, neg = default_models(args)
+    if args.label_only and args.access != "black-box":
+        raise UserError("--label-only trains a black-box classifier on top labels; add --access black-box")
     kinds = names(args.access)
     if args.feature is not None and args.feature not in kinds:
         raise UserError(f"--feature {args.feature} is not a {args.access} feature; give one of {', '.join(kinds)}")
@@ -109,7 +114,7 @@ def main(args):
                 model, _ = load_model(m, args.model_type, d["num_classes"], d["channels"], device,
                                       made_by="python train_model.py")
                 out.append(blackbox.features(model, styled, clean_x, args.dataset, device, args.views, args.seed,
-                                                 args.feature))
+                                                 args.feature, label_only=args.label_only))
                 continue
             g = paths.gradient_set(args.grad_dir, m, folder, feature=args.feature)
             out.append(gradient_sets.load_set(g, f"python gradientset.py --m={m} --dataset={args.dataset} "
@@ -139,7 +144,7 @@ def main(args):
                                                                      neg=[os.path.abspath(m) for m in neg]), **fit)
     ck["model_level"] = metaclf.model_level_auc(pos_sets, neg_sets, device, **fit)
     ck.update(arch=args.model_type, dataset=args.dataset, gamma=args.gamma, kind=args.access, views=args.views,
-              feature=args.feature, augment=augment.pop() if augment else None,
+              feature=args.feature, augment=augment.pop() if augment else None, label_only=args.label_only,
               args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))})
     out = args.out or paths.clf(args.model_dir, args.dataset, args.model_type, args.access)
     save_checkpoint(out, ck)

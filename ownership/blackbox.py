@@ -79,12 +79,16 @@ def features_from_probs(probs, views, feature, labels):
     return f.numpy()
 
 
-def features(model, styled, clean_x, dataset, device, views, seed, feature, batch_size=INFER_BATCH):
+def features(model, styled, clean_x, dataset, device, views, seed, feature, batch_size=INFER_BATCH, label_only=False):
     """(N, views * num_classes [+ 1]) float32 features of `model` on the stylised images `styled`
     (an ImageSet, whose labels y are the originals') and their originals: the model's softmax on
-    queries() (the weights path), then features_from_probs."""
+    queries() (the weights path), or with `label_only` the one-hot rows of its top labels (what a
+    label-only API answers), then features_from_probs."""
     q = queries(styled, clean_x, dataset, views, seed)
-    return features_from_probs(model_probs(model, q, dataset, device, batch_size), views, feature, styled.y)
+    p = model_probs(model, q, dataset, device, batch_size)
+    if label_only:
+        p = one_hot(p.argmax(1), p.shape[1])
+    return features_from_probs(p, views, feature, styled.y)
 
 
 def feature_of(clf):

@@ -278,19 +278,21 @@ def classifiers(plan):
     any-architecture rule, verdict_files): white-box per architecture; black-box one over every
     architecture (a suspect behind an API has no known architecture; docs/API.md), the longest job,
     and with --black-box per-arch one per architecture too. The black-box classifiers also learn the
-    weak models and the simulated thefts. Another black-box feature than the preset's, or the
-    reference protocol, names its own files."""
+    weak models and the simulated thefts. Another black-box feature than the preset's, the reference
+    protocol, or --label-only (black-box classifiers trained on top labels, -labels.pt) names its own files."""
     m, ds = plan.model_dir, plan.dataset
     suffix = "-refprotocol.pt" if plan.reference else ".pt"
     bb_suffix = suffix if plan.reference or plan.black_box_feature == plan.preset["black_box_feature"] \
         else f"-{plan.black_box_feature}.pt"
+    labels = getattr(plan.args, "label_only", False)  # --label-only: black-box classifiers of their own, on top labels
+    bb_suffix = bb_suffix.replace(".pt", "-labels.pt") if labels else bb_suffix
     paths_of = {"white-box": lambda a: paths.clf(m, ds, a).replace(".pt", suffix),
                 "black-box": lambda a: paths.clf(m, ds, a, "black-box").replace(".pt", bb_suffix)}
 
     def classifier(arch, access, pos, neg, inputs=()):
         feature = plan.white_box["feature"] if access == "white-box" else plan.black_box_feature
         params = ("--access", access, "--pos", *pos, "--neg", *neg, "--out", paths_of[access](arch), "--feature",
-                  feature) + ("--type", arch) * (arch is not None)
+                  feature) + ("--type", arch) * (arch is not None) + ("--label-only",) * (labels and access == "black-box")
         plan.add(Job("clf", paths_of[access](arch), "train_clf", params, tuple(pos + neg) + (plan.styled,) + tuple(inputs),
                      READS["clf"], 9))
 

@@ -163,7 +163,8 @@ class Verifier:
     images       the stylised test set (ownership.data.ImageSet), the same for every model
     protocol     a Protocol; seed: the image draw and the augmentation draws of the features
     label_only   black-box: every model answers its top label only (one-hot vectors), as a label-only
-                 API does; the references are then reduced the same way, like with like
+                 API does; the references are then reduced the same way, like with like. Always so with a
+                 classifier trained on top labels (train_clf.py --label-only)
 
     A black-box verifier also takes a suspect's answers instead of a model (`__call__(answers=...)`):
     its `queries` (uint8, blackbox.queries order) are what a prediction API is asked (ownership/api.py)."""
@@ -177,7 +178,8 @@ class Verifier:
         self.access = "baseline" if self.clf is None else self.clf.get("kind", "white-box")
         if label_only and self.access != "black-box":
             raise UserError(f"--label-only needs a black-box meta-classifier; {clf_path} is {self.access}")
-        self.label_only = label_only
+        # a classifier trained on top labels (train_clf.py --label-only) reads only labels
+        self.label_only = label_only or bool((self.clf or {}).get("label_only"))
         self.reduce = None  # black-box: the suspect API's rounding/top-k (answers.reducer), applied to every model
         # the classifier's features, made as its training sets were (white-box classifiers made before
         # input gradients: the paper's weight signs, with the transform; black-box ones made before the

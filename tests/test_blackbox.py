@@ -57,3 +57,31 @@ def test_classifiers_saved_before_the_choice_read_prediction_shifts():
     assert blackbox.feature_of({"kind": "black-box", "feature": None}) == "prediction-shift"
     assert blackbox.feature_of({"kind": "black-box"}) == "prediction-shift"
     assert blackbox.feature_of({"kind": "black-box", "feature": "shift-true-label"}) == "shift-true-label"
+
+
+def test_label_only_features_are_those_of_one_hot_answers():
+    """train_clf.py --label-only: the features of a model's top labels, by hand on a model that answers
+    with fixed probabilities (the _probs rows, whatever the image)."""
+    import torch
+
+    from ownership.data import ImageSet
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.k = torch.log(torch.from_numpy(_probs())), 0
+
+        def forward(self, x):  # the next len(x) rows of _probs, cycling (queries come image-major)
+            idx = (torch.arange(len(x)) + self.k) % len(self.rows)
+            self.k += len(x)
+            return self.rows[idx]
+
+    styled = ImageSet(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), torch.tensor([0, 1]), [str(i) for i in range(3)])
+    full = blackbox.features(Fixed(), styled, torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "fmnist", "cpu", 2, 0,
+                             "shift-true-label")
+    labels = blackbox.features(Fixed(), styled, torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "fmnist", "cpu", 2, 0,
+                               "shift-true-label", label_only=True)
+    np.testing.assert_allclose(full, blackbox.features_from_probs(_probs(), 2, "shift-true-label", np.array([0, 1])),
+                               atol=1e-6)
+    tops = np.eye(3, dtype=np.float32)[_probs().argmax(1)]
+    np.testing.assert_array_equal(labels, blackbox.features_from_probs(tops, 2, "shift-true-label", np.array([0, 1])))

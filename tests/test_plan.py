@@ -112,3 +112,15 @@ def test_plan_flag_prints_each_job_and_runs_nothing(done, tmp_path, capsys):
     assert why["model/attack/atta-d-wrn10-1.pt"] == "model/attack/atta-d-wrn10-1.pt is missing"
     assert why["model/attack/atta-dft-wrn10-1.pt"].startswith("after model/attack/atta-d-wrn10-1.pt")
     assert not os.path.exists(os.path.join(args.out, "results.json"))
+
+
+def test_label_only_trains_black_box_classifiers_of_its_own(tmp_path):
+    """--label-only: the black-box classifier is trained on top labels (--label-only) into its own file,
+    which the black-box column reads; the white-box classifiers are the usual ones."""
+    usual, labels = Plan(get_preset("smoke"), args_of(tmp_path)), Plan(get_preset("smoke"), args_of(tmp_path, "--label-only"))
+    (clf,) = [j for j in labels.jobs if j.stage == "clf" and "black-box" in j.params]
+    assert clf.output.endswith("blackbox-fmnist-labels.pt") and "--label-only" in clf.params
+    assert labels.columns["wrn10-1", "black-box"][0] == clf.output
+    assert labels.columns["wrn10-1", "white-box"] == usual.columns["wrn10-1", "white-box"]
+    assert not [j for j in usual.jobs if "--label-only" in j.params]
+

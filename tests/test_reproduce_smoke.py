@@ -344,6 +344,19 @@ def test_dataset_inference_columns(smoke, tmp_path):
     assert rec["combined"]["p_value"] == indep["combined"]["p_value"]
 
 
+@pytest.mark.slow  # trains the black-box classifier on top labels and reruns the verification
+def test_label_only_run_trains_its_own_black_box_classifier(smoke, tmp_path):
+    """--label-only: one new job, the black-box classifier on the models' top labels; the black-box column
+    reads it from labels only, the white-box and baseline columns are those of the full run."""
+    res = _rerun(smoke, tmp_path / "results", "--label-only")
+    assert res["label_only"] and set(res["timings"]) == {"clf", "verify", "total"}
+    bb = res["classifiers"]["wrn10-1"]["black-box"]
+    assert bb["path"] == "model/clf/blackbox-fmnist-labels.pt" and bb["model_level"]["auc"] is not None
+    assert torch.load(smoke[0] / "work" / bb["path"], weights_only=True)["label_only"] is True
+    for row, before in zip(res["rows"], smoke[3]["rows"]):
+        assert row["white-box"] == before["white-box"] and row["baseline"] == before["baseline"]
+
+
 @pytest.mark.slow  # reruns the verification stage
 def test_rounded_answers_change_only_the_black_box_column(smoke, tmp_path):
     """--decimals 1: the black-box column is verified on answers rounded to one decimal (suspects and
