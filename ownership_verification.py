@@ -22,6 +22,10 @@ A suspect behind a prediction API (no checkpoint, any architecture; docs/API.md)
 It uses the per-dataset black-box meta-classifier (model/clf/blackbox-<dataset>.pt) and the held-out
 references of every architecture (probabilities: prob/<dataset>/api-<suspect name>-blackbox.npz).
 
+With --method both it also runs Dataset Inference's Blind Walk on the suspect checkpoint (the regressor fitted
+on --victim) and prints the combined verdict, MOVE's p or DI's below alpha/2 (docs/DATASET_INFERENCE.md):
+    python ownership_verification.py --s=suspect.pt --dataset=fmnist --access black-box --method both
+
 Every verdict also writes its record (the JSON line, with `evidence`: checksums, commit, seeds,
 protocol; docs/API.md) next to the probabilities, as <same name>.json; the API's answers go to
 <same name>.answers.jsonl. To check a record offline:
