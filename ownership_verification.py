@@ -247,7 +247,7 @@ def verdict(args, device, check_claim=True):
         r = verifier(model)
     record = {k: v for k, v in r.items() if k not in ("images", "p_suspect", "p_references", "answers")}
     record.update(mode=args.mode if (args.suspect or through_api) else (args.mode or "source"), suspect=suspect,
-                  references=benign, clf=clf, protocol=protocol.record(), label_only=args.label_only,
+                  references=benign, clf=clf, protocol=protocol.record(), label_only=verifier.label_only,
                   answers_form=form, probabilities=out, **source)
     record["evidence"] = dict(queries_sha256=queries_sha256(verifier))
     return r, record, verifier, out, rows
@@ -316,7 +316,7 @@ def main(args):
     record["evidence"] = evidence.build(
         queries_sha256=record["evidence"]["queries_sha256"], references=record["references"], clf=record["clf"],
         seed=args.seed, dataset=args.dataset, gamma=args.gamma, access=args.access, black_box=args.black_box,
-        label_only=args.label_only, form=record["answers_form"], protocol=record["protocol"],
+        label_only=record["label_only"], form=record["answers_form"], protocol=record["protocol"],
         answers_file=answers_file, suspect_file=None if through_api else record["suspect"],
         flags=dict(model=args.model, classes_subset=args.classes_subset, mode=args.mode))
     arrays = {k: r[k] for k in ("p_suspect", "p_references", "answers") if k in r}
