@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dataset_inference  # noqa: E402
 import steal  # noqa: E402
 import train_model  # noqa: E402
-from ownership.presets import get_preset  # noqa: E402
+from ownership.presets import DATASETS, get_preset  # noqa: E402
 
 
 def get_parser():
@@ -42,8 +42,8 @@ def get_parser():
 
 def one_length(a, preset, epochs):
     """Train the E-epoch victim and its label-query thief (skipped where they exist), then run DI."""
-    victim = f"model/regime/vict-e{epochs}-{preset['victim_arch']}.pt"
-    thief = f"model/regime/atta-label-e{epochs}-{preset['attacker_arch']}.pt"
+    victim = f"model/regime/vict-e{epochs}-{DATASETS[preset['dataset']]['victim_arch']}.pt"
+    thief = f"model/regime/atta-label-e{epochs}-{DATASETS[preset['dataset']]['attacker_arch']}.pt"
     common = ["--preset", a.preset, "--seed", str(a.seed), "--amp", a.amp]
     if not os.path.exists(victim):
         train_model.main(train_model.get_parser().parse_args(
