@@ -54,11 +54,7 @@ def out_path(args, dataset):
         return args.out
     stem = os.path.join(args.results_dir, dataset,
                         f"di-{os.path.splitext(os.path.basename(args.victim))[0]}-{args.feature}")
-    k, path = 1, stem + ".json"
-    while os.path.exists(path):
-        k += 1
-        path = f"{stem}-{k}.json"
-    return path
+    return jsonio.first_free(stem)
 
 
 def main(args):

@@ -266,8 +266,7 @@ def dataset_inference_verdict(args, preset, model, p_move, alpha, device):
     record = {k: r[k] for k in ("p_value", "delta_mu", "verdict", "m", "detection_rate", "draws", "p_all",
                                 "delta_mu_all", "queries", "seconds")}
     record["victim"] = os.path.abspath(victim_path)
-    both = di.combined_verdict(p_move, r["p_value"], alpha)
-    return record, dict(both, p_value=min(1.0, 2 * min(p_move, r["p_value"])))
+    return record, di.combined_verdict(p_move, r["p_value"], alpha)
 
 
 def verify_record(args, device):

@@ -140,7 +140,7 @@ def main(args):
     tasks = [Task(j.stage, j.output, j.script, plan.argv(j), j.inputs, plan.settings(j)) for j in plan.jobs]
     if args.plan:
         return show_plan(plan, stages.status(tasks))
-    answer_form(args, DATASETS[plan.dataset]["num_classes"])  # a bad --decimals or --top-k before any job runs
+    reduce = answer_form(args, DATASETS[plan.dataset]["num_classes"])  # a bad --decimals or --top-k: before any job
     # one protocol per verdict column: the same test and m, each column's margin (presets: tau)
     protocols = {c: Protocol.from_preset(preset, "reference" if plan.reference else args.test, column=c) for c in COLUMNS}
     device = cli.get_device(args.gpu)
@@ -155,7 +155,7 @@ def main(args):
     stages.run_all([t for t in tasks if t.stage == "embed"])
     stages.run_all([t for t in tasks if t.stage != "embed"], **pool)
     start = time.time()
-    rows, probs = verify_suspects(plan, protocols, device)
+    rows, probs = verify_suspects(plan, protocols, device, reduce)
     stages.timings.update(verify=round(time.time() - start, 1), total=round(time.time() - t0, 1))
     result = dict(preset=args.preset, seed=args.seed, scale=args.scale, protocol=dict(name=args.protocol,
                   **record_columns(protocols)), black_box=plan.black_box, black_box_feature=plan.black_box_feature,
@@ -186,13 +186,14 @@ def show_plan(plan, status):
     return dict(jobs=jobs, pending=n)
 
 
-def verify_suspects(plan, protocols, device):
+def verify_suspects(plan, protocols, device, reduce=None):
     """Each suspect of the plan in every verdict column, against the references the plan gives that
-    column (Plan.columns): (rows of results.json, {column: dict(suspect=[(N,)], references=[(K, N)])})."""
+    column (Plan.columns): (rows of results.json, {column: dict(suspect=[(N,)], references=[(K, N)])}).
+    `reduce`: the answer form of --decimals / --top-k (answer_form), applied to the black-box column."""
     args = plan.args
     images = role_data(plan.preset, plan.dirs["data"], args.seed, "styled-test", plan.preset["gamma"])
     verify = verifiers(plan.columns, images, plan.dataset, device, protocols, seed=args.seed, data_dir=plan.dirs["data"],
-                       label_only=args.label_only, reduce=answer_form(args, DATASETS[plan.dataset]["num_classes"]))
+                       label_only=args.label_only, reduce=reduce)
     rows, probs = [], {column: dict(suspect=[], references=[]) for column in COLUMNS}
     for mode, path, arch in plan.suspects:
         model, ck = load_model(path, device=device)
@@ -231,10 +232,9 @@ def add_dataset_inference(rows, plan, alpha):
     for row in rows:
         r = by_path[os.path.abspath(os.path.join(plan.workdir, row["suspect"]))]
         row["di"] = dict(p_value=r["p_value"], delta_mu=r["delta_mu"], verdict=r["verdict"], queries=r["queries"])
-        p_move = row["black-box"]["p_value"]
-        both = combined_verdict(p_move, r["p_value"], alpha)
-        row["combined"] = dict(p_value=min(1.0, 2 * min(p_move, r["p_value"])), delta_mu=None,
-                               verdict=both["verdict"], rejected_by=both["rejected_by"])
+        both = combined_verdict(row["black-box"]["p_value"], r["p_value"], alpha)
+        row["combined"] = dict(p_value=both["p_value"], delta_mu=None, verdict=both["verdict"],
+                               rejected_by=both["rejected_by"])
 
 
 def add_transfer_gap(rows, n_independent):

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dataset_inference  # noqa: E402
 import steal  # noqa: E402
 import train_model  # noqa: E402
+from ownership import jsonio  # noqa: E402
 from ownership.presets import DATASETS, get_preset  # noqa: E402
 
 
@@ -55,20 +56,11 @@ def one_length(a, preset, epochs):
     r = dataset_inference.main(dataset_inference.get_parser().parse_args(
         ["--victim", victim, "--s", victim, thief, a.independent, "--preset", a.preset, "--seed", str(a.seed),
          "--fit-images", str(a.fit_images), "--test-images", str(a.test_images),
-         "--out", _free(f"results/{preset['dataset']}/di-regime-e{epochs}")]))
+         "--out", jsonio.first_free(f"results/{preset['dataset']}/di-regime-e{epochs}")]))
     names = ("source", "label-query", "independent")
     return dict(epochs=epochs, seconds=round(time.time() - start, 1), fit=r["fit"], suspects={
         n: {k: s.get(k) for k in ("p_value", "p_all", "delta_mu", "delta_mu_all", "detection_rate", "draws", "mean_stop",
                                   "clean_accuracy", "walks_capped", "queries")} for n, s in zip(names, r["suspects"])})
-
-
-def _free(stem):
-    """The first results path stem.json, stem-2.json ... that does not exist."""
-    k, path = 1, stem + ".json"
-    while os.path.exists(path):
-        k += 1
-        path = f"{stem}-{k}.json"
-    return path
 
 
 def main(args):

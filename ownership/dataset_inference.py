@@ -440,14 +440,16 @@ def combined_verdict(p_move, p_di, alpha=ALPHA):
     """MOVE and DI as one verdict: stolen when either test rejects at alpha / 2 (Bonferroni: the chance
     that either rejects a negative is at most alpha whatever the dependence between the two tests, so
     no independence is assumed, unlike Fisher's method). p_move, p_di in [0, 1]. Returns dict(verdict,
-    level = alpha / 2, rejected_by: the tests below it, 'move' and/or 'di'). Raises ValueError for a p
-    outside [0, 1]."""
+    p_value = min(1, 2 min(p_move, p_di)) (the Bonferroni p: below alpha exactly when the verdict is
+    stolen), level = alpha / 2, rejected_by: the tests below it, 'move' and/or 'di'). Raises ValueError
+    for a p outside [0, 1]."""
     for name, p in (("p_move", p_move), ("p_di", p_di)):
         if p is None or not 0 <= p <= 1:
             raise ValueError(f"{name} must be a p-value in [0, 1], got {p!r}")
     level = alpha / 2
     by = [name for name, p in (("move", p_move), ("di", p_di)) if p < level]
-    return dict(verdict="stolen" if by else "not stolen", level=level, rejected_by=by)
+    return dict(verdict="stolen" if by else "not stolen", p_value=min(1.0, 2 * min(p_move, p_di)), level=level,
+                rejected_by=by)
 
 
 # ----------------------------------------------------------------------------- one victim, many suspects

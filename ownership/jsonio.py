@@ -6,6 +6,7 @@ serialises with allow_nan=False, so a stray non-finite value fails loudly instea
 that strict parsers reject.
 """
 import json
+import os
 import math
 
 import numpy as np
@@ -37,3 +38,14 @@ def write(path, obj):
     """Write `obj` as strict, indented JSON to `path`, atomically."""
     text = dumps(obj, indent=1)
     atomic_write(path, lambda tmp: open(tmp, "w").write(text + "\n"))
+
+
+def first_free(stem):
+    """The first of stem.json, stem-2.json, stem-3.json ... that does not exist: a results file that never
+    replaces another run's."""
+    k, path = 1, stem + ".json"
+    while os.path.exists(path):
+        k += 1
+        path = f"{stem}-{k}.json"
+    return path
+
